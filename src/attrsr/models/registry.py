@@ -1,0 +1,244 @@
+"""Model registry, the DESIGN.md I/O contract, and strict checkpoint loading.
+
+Every zoo entry is a *builder* ``build(scale, **config) -> nn.Module`` registered under a name.
+The module it returns must satisfy the contract: RGB float in [0,1] of shape (B,3,h,w) in,
+(B,3,s*h,s*w) in [0,1]-range out (not clamped), and an attribute ``scale``.
+
+Architectures keep the parameter names of the authors' official release so that published
+checkpoints load unchanged. When an architecture works in [0,255], on the Y channel, or needs
+another adaptation, wrap it in :class:`ContractWrapper`: the wrapper converts the data but is
+transparent to ``state_dict``/``load_state_dict`` (no ``net.`` prefix appears or is expected).
+Foreign key layouts (an older release, BasicSR's names) are adapted by a per-model
+``checkpoint_filter`` instead of forking the architecture (timm's pattern).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attrsr.errors import AttrsrError
+
+Builder = Callable[..., nn.Module]
+CheckpointFilter = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    build: Builder
+    scales: tuple[int, ...] = (2, 3, 4)
+    aliases: tuple[str, ...] = ()
+    checkpoint_filter: CheckpointFilter | None = None
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register(
+    name: str,
+    *,
+    scales: tuple[int, ...] = (2, 3, 4),
+    aliases: tuple[str, ...] = (),
+    checkpoint_filter: CheckpointFilter | None = None,
+    description: str = "",
+) -> Callable[[Builder], Builder]:
+    """Decorator: register ``build(scale, **config)`` under ``name`` (and aliases)."""
+
+    def deco(build: Builder) -> Builder:
+        key = name.lower()
+        if key in _REGISTRY or key in _ALIASES:
+            raise ValueError(f"model name {name!r} registered twice")
+        _REGISTRY[key] = ModelSpec(key, build, tuple(scales), tuple(aliases), checkpoint_filter, description)
+        for alias in aliases:
+            _ALIASES[alias.lower()] = key
+        return build
+
+    return deco
+
+
+def names() -> list[str]:
+    """Registered model names (aliases not included), sorted."""
+    return sorted(_REGISTRY)
+
+
+def spec(name: str) -> ModelSpec:
+    key = name.lower()
+    key = _ALIASES.get(key, key)
+    if key not in _REGISTRY:
+        raise AttrsrError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
+    return _REGISTRY[key]
+
+
+def create(name: str, scale: int = 4, **config: Any) -> nn.Module:
+    """Build a freshly initialised model of the registered architecture ``name``."""
+    s = spec(name)
+    if s.scales and scale not in s.scales:
+        raise AttrsrError(
+            f"model {s.name!r} does not support scale {scale}; supported: {', '.join(map(str, s.scales))}"
+        )
+    model = s.build(scale=scale, **config)
+    model.scale = scale
+    return model
+
+
+# --------------------------------------------------------------------------------------------
+# The contract wrapper
+
+
+class ContractWrapper(nn.Module):
+    """Adapts a network with another I/O convention to the attrsr contract.
+
+    ``pre``/``post`` are applied around ``net``; the default handles ``value_range`` (e.g. 255 for
+    networks trained on [0,255] data). The wrapper's state dict is exactly ``net``'s (no prefix),
+    so official checkpoints load into the wrapped model directly.
+    """
+
+    def __init__(self, net: nn.Module, scale: int, value_range: float = 1.0) -> None:
+        super().__init__()
+        self.net = net
+        self.scale = scale
+        self.value_range = float(value_range)
+        self._register_state_dict_hook(_strip_net_prefix)
+        self._register_load_state_dict_pre_hook(_add_net_prefix)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.value_range != 1.0:
+            return self.net(x * self.value_range) / self.value_range
+        return self.net(x)
+
+
+def _strip_net_prefix(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
+    inner = prefix + "net."
+    for key in list(state_dict):
+        if key.startswith(inner):
+            state_dict[prefix + key[len(inner):]] = state_dict.pop(key)
+
+
+def _add_net_prefix(state_dict: dict, prefix: str, *args: Any) -> None:
+    inner = prefix + "net."
+    for key in list(state_dict):
+        if key.startswith(prefix) and not key.startswith(inner):
+            state_dict[inner + key[len(prefix):]] = state_dict.pop(key)
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+
+_CONTAINER_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network", "generator")
+
+
+def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.pth/.pt/.ckpt`` (torch) or ``.safetensors``.
+
+    Containers (``params_ema`` preferred over ``params``, ``state_dict``, ``model``…) are unwrapped and
+    ``module.`` prefixes (DataParallel) stripped. ``allow_pickle=False`` uses ``weights_only=True``;
+    a legacy pickle that needs more raises an error that names the flag to pass.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AttrsrError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise AttrsrError(f"{path}: checkpoint file is empty")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            obj: Any = load_file(str(path), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types
+            raise AttrsrError(f"{path}: not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not allow_pickle and ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
+                raise AttrsrError(
+                    f"{path}: this checkpoint needs full unpickling, which can run arbitrary code; "
+                    "pass allow_pickle=True (CLI: --allow-pickle) only if you trust the file"
+                ) from None
+            raise AttrsrError(f"{path}: cannot read checkpoint ({msg})") from None
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
+    if isinstance(obj, nn.Module):
+        obj = obj.state_dict()
+    for _ in range(3):  # nested containers, e.g. {"model": {"state_dict": ...}}
+        if not isinstance(obj, Mapping):
+            break
+        if any(isinstance(v, torch.Tensor) for v in obj.values()):
+            break
+        inner = next((obj[k] for k in _CONTAINER_KEYS if k in obj and isinstance(obj[k], Mapping)), None)
+        if inner is None:
+            break
+        obj = inner
+    if not isinstance(obj, Mapping) or not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise AttrsrError(f"{source}: no state dict of tensors found in the checkpoint")
+    state = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bool = True, source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model``; mismatches become one readable :class:`AttrsrError`."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if strict and missing:
+        problems.append(f"{len(missing)} missing key(s) (e.g. {', '.join(missing[:3])})")
+    if strict and unexpected:
+        problems.append(f"{len(unexpected)} unexpected key(s) (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatch(es) (e.g. {'; '.join(shapes[:2])})")
+    if problems:
+        name = getattr(model, "zoo_name", type(model).__name__)
+        raise AttrsrError(
+            f"{source}: does not fit model {name!r} at scale {getattr(model, 'scale', '?')}: "
+            + "; ".join(problems)
+            + ". Check --model and --scale (or the model config) against the checkpoint."
+        )
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=strict)
+
+
+def load(
+    name: str,
+    weights: str | Path | Mapping[str, torch.Tensor] | None = None,
+    scale: int = 4,
+    *,
+    strict: bool = True,
+    allow_pickle: bool = False,
+    **config: Any,
+) -> nn.Module:
+    """Build zoo model ``name`` at ``scale`` and load ``weights`` (a path or a state dict).
+
+    Returns the model in eval mode. ``strict`` and ``allow_pickle`` as in :func:`read_checkpoint`.
+    """
+    s = spec(name)
+    model = create(s.name, scale=scale, **config)
+    model.zoo_name = s.name
+    if weights is not None:
+        if isinstance(weights, Mapping):
+            source = "state dict"
+            state = unwrap_state_dict(dict(weights), source=source)
+        else:
+            source = str(weights)
+            state = read_checkpoint(weights, allow_pickle=allow_pickle)
+        if s.checkpoint_filter is not None:
+            state = s.checkpoint_filter(state, scale)
+        load_weights(model, state, strict=strict, source=source)
+    return model.eval()

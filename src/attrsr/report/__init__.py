@@ -1,0 +1,1 @@
+"""Reports: tables (markdown/CSV/JSON), figures and HTML, written atomically."""
