@@ -54,7 +54,7 @@ def evaluate(
     border: int | None = None,
     save_sr: str | Path | None = None,
     tile: int | None = None,
-    tile_overlap: int = 16,
+    tile_overlap: int | None = None,
     device: str | torch.device = "cpu",
     progress: bool = True,
 ) -> dict[str, dict[str, Any]]:

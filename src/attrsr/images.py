@@ -92,8 +92,8 @@ def load_image(path: str | Path) -> torch.Tensor:
 def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
     """Tensor (3,H,W)/(1,3,H,W) or float array in [0,1] → H×W×3 uint8.
 
-    Exactly BasicSR's ``tensor2img``: clamp to [0,1], multiply by 255, round half to even
-    (``np.round``), cast.
+    Exactly BasicSR's ``tensor2img``: clamp to [0,1], multiply by 255 *in float32*, round half to
+    even (``np.round``), cast. (float64 arithmetic would round a few values differently.)
     """
     if isinstance(img, torch.Tensor):
         t = img.detach()
@@ -101,12 +101,12 @@ def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
             if t.shape[0] != 1:
                 raise ValueError(f"to_uint8 takes one image, got a batch of {t.shape[0]}")
             t = t[0]
-        arr = t.clamp(0, 1).permute(1, 2, 0).cpu().to(torch.float64).numpy()
+        arr = t.float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
     else:
         if img.dtype == np.uint8:
             return img
-        arr = np.clip(img.astype(np.float64), 0, 1)
-    return np.round(arr * 255.0).astype(np.uint8)
+        arr = np.clip(img.astype(np.float32), 0, 1)
+    return np.round(arr * np.float32(255.0)).astype(np.uint8)
 
 
 def quantize(x: torch.Tensor) -> torch.Tensor:

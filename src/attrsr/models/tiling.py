@@ -30,29 +30,39 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 
 
 @torch.no_grad()
-def tiled_forward(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int = 16) -> torch.Tensor:
+def tiled_forward(model: nn.Module, lr: torch.Tensor, tile: int, overlap: int | None = None) -> torch.Tensor:
     """Run ``model`` on (B,3,h,w) ``lr`` in ``tile``×``tile`` LR tiles overlapping by ``overlap`` px.
 
-    Overlaps are averaged (uniform weights), as in the SwinIR/BasicSR test scripts; with a receptive
-    field smaller than the overlap the result equals the untiled output away from image borders.
+    Each tile's output loses ``overlap // 2`` LR pixels (times the scale) on every side that borders
+    another tile, so every output pixel comes from the interior of some tile, where the network saw
+    context on all sides; interiors that still overlap are averaged. With a receptive field within
+    ``overlap // 2`` the result equals the untiled output exactly. Default overlap: min(32, tile/2).
     """
     if tile <= 0:
         raise AttrsrError(f"tile must be positive, got {tile}")
+    if overlap is None:
+        overlap = min(32, tile // 2)
     if overlap < 0 or overlap >= tile:
         raise AttrsrError(f"tile overlap must be in [0, tile), got {overlap} for tile {tile}")
     b, c, h, w = lr.shape
     if h <= tile and w <= tile:
         return model(lr)
     s = int(model.scale)
-    stride = tile - overlap
+    margin = overlap // 2
+    ys, xs = _starts(h, tile, tile - overlap), _starts(w, tile, tile - overlap)
     out = None
     weight = torch.zeros(1, 1, h * s, w * s, dtype=lr.dtype, device=lr.device)
-    for y in _starts(h, tile, stride):
-        for x in _starts(w, tile, stride):
-            patch = lr[..., y : y + tile, x : x + tile]
-            sr = model(patch)
+    for y in ys:
+        for x in xs:
+            sr = model(lr[..., y : y + tile, x : x + tile])
             if out is None:
                 out = torch.zeros(b, sr.shape[1], h * s, w * s, dtype=sr.dtype, device=sr.device)
-            out[..., y * s : y * s + sr.shape[-2], x * s : x * s + sr.shape[-1]] += sr
-            weight[..., y * s : y * s + sr.shape[-2], x * s : x * s + sr.shape[-1]] += 1
+            th, tw = sr.shape[-2] // s, sr.shape[-1] // s
+            top = 0 if y == ys[0] else margin
+            left = 0 if x == xs[0] else margin
+            bottom = th if y == ys[-1] else th - margin
+            right = tw if x == xs[-1] else tw - margin
+            region = (..., slice((y + top) * s, (y + bottom) * s), slice((x + left) * s, (x + right) * s))
+            out[region] += sr[..., top * s : bottom * s, left * s : right * s]
+            weight[region] += 1
     return out / weight

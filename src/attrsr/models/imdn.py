@@ -1,0 +1,98 @@
+"""IMDN: Information Multi-Distillation Network (Hui, Gao, Yang, Wang — ACM MM 2019).
+
+Parameter names follow the authors' release, Zheng222/IMDN ``model/architecture.py`` (class ``IMDN``)
+and ``model/block.py``: ``fea_conv``, ``IMDB1..IMDB6.{c1,c2,c3,c4,c5,cca.conv_du.{0,2}}``, ``c.0``,
+``LR_conv``, ``upsampler.0``. The released ``checkpoints/IMDN_x{2,3,4}.pth`` were saved from a
+DataParallel model (``module.`` prefix); :func:`attrsr.models.registry.unwrap_state_dict` strips it.
+
+The release feeds RGB in [0,1] (``test_IMDN.py`` divides by 255), so no contract wrapper is needed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from attrsr.models.registry import register
+
+
+def _conv(cin: int, cout: int, k: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, k, padding=(k - 1) // 2)
+
+
+class ContrastChannelAttention(nn.Module):
+    """CCA: channel gate from (per-channel std + mean). (B,C,H,W) → (B,C,H,W)."""
+
+    def __init__(self, channels: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(channels, channels // reduction, 1),
+            nn.ReLU(),
+            nn.Conv2d(channels // reduction, channels, 1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        # Population std (divide by H·W), as the release computes it; ``Tensor.std`` would be unbiased.
+        std = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt()
+        return x * self.conv_du(std + mean)
+
+
+class IMDB(nn.Module):
+    """Information multi-distillation block. (B,C,H,W) → (B,C,H,W), with identity skip.
+
+    Each of three 3x3 convs keeps a quarter of its channels ("distilled") and passes the rest on;
+    the four distilled parts are concatenated, gated by CCA and fused by a 1x1 conv.
+    """
+
+    def __init__(self, channels: int, distillation_rate: float = 0.25) -> None:
+        super().__init__()
+        self.distilled = int(channels * distillation_rate)
+        self.remaining = channels - self.distilled
+        self.c1 = _conv(channels, channels, 3)
+        self.c2 = _conv(self.remaining, channels, 3)
+        self.c3 = _conv(self.remaining, channels, 3)
+        self.c4 = _conv(self.remaining, self.distilled, 3)
+        self.act = nn.LeakyReLU(0.05)
+        self.c5 = _conv(self.distilled * 4, channels, 1)
+        self.cca = ContrastChannelAttention(self.distilled * 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        split = (self.distilled, self.remaining)
+        d1, r1 = torch.split(self.act(self.c1(x)), split, dim=1)
+        d2, r2 = torch.split(self.act(self.c2(r1)), split, dim=1)
+        d3, r3 = torch.split(self.act(self.c3(r2)), split, dim=1)
+        d4 = self.c4(r3)
+        return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
+
+
+class IMDN(nn.Module):
+    """IMDN: RGB (B,3,h,w) in [0,1] → (B,3,s·h,s·w) via one conv + PixelShuffle upsampler."""
+
+    def __init__(self, scale: int = 4, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3) -> None:
+        super().__init__()
+        self.scale = scale
+        self.num_modules = num_modules
+        self.fea_conv = _conv(in_nc, nf, 3)
+        # Named attributes IMDB1..IMDBn (not a ModuleList) to keep the release's key names.
+        for i in range(1, num_modules + 1):
+            self.add_module(f"IMDB{i}", IMDB(nf))
+        self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1), nn.LeakyReLU(0.05))
+        self.LR_conv = _conv(nf, nf, 3)
+        self.upsampler = nn.Sequential(_conv(nf, out_nc * scale**2, 3), nn.PixelShuffle(scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fea = self.fea_conv(x)
+        outs = []
+        h = fea
+        for i in range(1, self.num_modules + 1):
+            h = getattr(self, f"IMDB{i}")(h)
+            outs.append(h)
+        lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
+        return self.upsampler(lr)
+
+
+@register("imdn", scales=(2, 3, 4), description="IMDN (Hui et al. 2019), ~0.7M params, RGB [0,1]")
+def build_imdn(scale: int = 4, **config) -> nn.Module:
+    return IMDN(scale=scale, **config)

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data as skdata
+
+from attrsr import images
+from attrsr.errors import AttrsrError
+
+
+@pytest.fixture
+def astronaut():
+    return skdata.astronaut()
+
+
+def test_png_round_trip_is_lossless(tmp_path, astronaut):
+    p = images.save_image(astronaut, tmp_path / "a.png")
+    assert np.array_equal(images.read_image(p), astronaut)
+    t = images.load_image(p)
+    assert t.shape == (3, 512, 512) and t.dtype == torch.float32
+    assert np.array_equal(images.to_uint8(t), astronaut)
+
+
+def test_grey_and_16bit_become_rgb(tmp_path):
+    cam = skdata.camera()
+    Image.fromarray(cam).save(tmp_path / "g.png")
+    rgb = images.read_image(tmp_path / "g.png")
+    assert rgb.shape == (*cam.shape, 3) and np.array_equal(rgb[..., 1], cam)
+    deep = cam.astype(np.uint16) * 257  # exact 8→16-bit expansion
+    Image.fromarray(deep).save(tmp_path / "d.png")
+    arr = images.read_image(tmp_path / "d.png")
+    assert arr.dtype == np.uint16
+    assert torch.allclose(images.to_tensor(arr), images.to_tensor(rgb), atol=1e-7)
+
+
+def test_alpha_opaque_dropped_translucent_refused(tmp_path, astronaut):
+    rgba = np.dstack([astronaut, np.full(astronaut.shape[:2], 255, np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "o.png")
+    assert np.array_equal(images.read_image(tmp_path / "o.png"), astronaut)
+    rgba[:10, :10, 3] = 128
+    Image.fromarray(rgba).save(tmp_path / "t.png")
+    with pytest.raises(AttrsrError, match="translucent"):
+        images.read_image(tmp_path / "t.png")
+
+
+def test_corrupt_and_empty_files_name_the_file(tmp_path, astronaut):
+    good = images.save_image(astronaut, tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(good[: len(good) // 3])
+    (tmp_path / "empty.png").write_bytes(b"")
+    for name in ("cut.png", "empty.png"):
+        with pytest.raises(AttrsrError, match=name):
+            images.read_image(tmp_path / name)
+
+
+def test_to_uint8_rounds_like_basicsr():
+    # BasicSR tensor2img: clamp to [0,1], *255 in float32, np.round (half to even), uint8.
+    t = torch.tensor([-0.1, 0.0, 0.7 / 255, 1.5 / 255, 254.2 / 255, 1.2]).view(1, 1, 6).expand(3, 1, 6)
+    assert images.to_uint8(t)[0, :, 0].tolist() == [0, 0, 1, 2, 254, 255]
+    rng = np.random.default_rng(0)
+    x = torch.from_numpy(rng.uniform(-0.05, 1.05, (3, 64, 64)).astype(np.float32))
+    ref = np.round(np.clip(x.numpy().transpose(1, 2, 0), 0, 1) * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(images.to_uint8(x), ref)
+
+
+def test_rgb2ycbcr_matches_matlab_reference_values():
+    # MATLAB rgb2ycbcr on uint8 pure colours (rounded): black 16/128/128, white 235/128/128,
+    # red 81/90/240, green 145/54/34, blue 41/240/110.
+    px = np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8)
+    ycc = np.round(images.rgb2ycbcr(px))
+    assert ycc[0].tolist() == [[16, 128, 128], [235, 128, 128], [81, 90, 240], [145, 54, 34], [41, 240, 110]]
+
+
+def test_ycbcr_round_trip_tensor(astronaut):
+    t = images.to_tensor(astronaut)[None]
+    back = images.ycbcr2rgb(images.rgb2ycbcr(t))
+    assert torch.allclose(back, t, atol=1e-5)
+    y = images.rgb2ycbcr(t, y_only=True)
+    assert y.shape == (1, 1, 512, 512)
+    assert np.allclose(y[0, 0].double().numpy() * 255, images.rgb2ycbcr(astronaut, y_only=True), atol=1e-3)
+
+
+def test_modcrop_arrays_and_tensors():
+    a = np.zeros((101, 99, 3))
+    assert images.modcrop(a, 4).shape == (100, 96, 3)
+    assert images.modcrop(torch.zeros(2, 3, 101, 99), 3).shape == (2, 3, 99, 99)
