@@ -67,17 +67,21 @@ class IMDB(nn.Module):
         return self.c5(self.cca(torch.cat([d1, d2, d3, d4], dim=1))) + x
 
 
-class IMDN(nn.Module):
-    """IMDN: RGB (B,3,h,w) in [0,1] → (B,3,s·h,s·w) via one conv + PixelShuffle upsampler."""
+class DistillationNet(nn.Module):
+    """The IMDN/RFDN outer network: (B,3,h,w) → (B,3,s·h,s·w) through ``num_modules`` blocks.
 
-    def __init__(self, scale: int = 4, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3) -> None:
+    Block outputs are concatenated, fused by a 1×1 conv (``c``) and ``LR_conv``, added to the first
+    features, and upsampled by one conv + PixelShuffle. Blocks are named attributes
+    ``<prefix>1..<prefix>n`` (not a ModuleList) to keep the releases' key names.
+    """
+
+    def __init__(self, block: type[nn.Module], prefix: str, scale: int, in_nc: int, nf: int, num_modules: int, out_nc: int) -> None:
         super().__init__()
         self.scale = scale
-        self.num_modules = num_modules
+        self.block_names = [f"{prefix}{i}" for i in range(1, num_modules + 1)]
         self.fea_conv = _conv(in_nc, nf, 3)
-        # Named attributes IMDB1..IMDBn (not a ModuleList) to keep the release's key names.
-        for i in range(1, num_modules + 1):
-            self.add_module(f"IMDB{i}", IMDB(nf))
+        for name in self.block_names:
+            self.add_module(name, block(nf))
         self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1), nn.LeakyReLU(0.05))
         self.LR_conv = _conv(nf, nf, 3)
         self.upsampler = nn.Sequential(_conv(nf, out_nc * scale**2, 3), nn.PixelShuffle(scale))
@@ -86,11 +90,18 @@ class IMDN(nn.Module):
         fea = self.fea_conv(x)
         outs = []
         h = fea
-        for i in range(1, self.num_modules + 1):
-            h = getattr(self, f"IMDB{i}")(h)
+        for name in self.block_names:
+            h = getattr(self, name)(h)
             outs.append(h)
         lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
         return self.upsampler(lr)
+
+
+class IMDN(DistillationNet):
+    """IMDN: RGB (B,3,h,w) in [0,1] → (B,3,s·h,s·w)."""
+
+    def __init__(self, scale: int = 4, in_nc: int = 3, nf: int = 64, num_modules: int = 6, out_nc: int = 3) -> None:
+        super().__init__(IMDB, "IMDB", scale, in_nc, nf, num_modules, out_nc)
 
 
 @register("imdn", scales=(2, 3, 4), description="IMDN (Hui et al. 2019), ~0.7M params, RGB [0,1]")

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attrsr.models.imdn import DistillationNet
 from attrsr.models.registry import ContractWrapper, register
 
 
@@ -86,29 +87,11 @@ class RFDB(nn.Module):
         return self.esa(self.c5(torch.cat([d1, d2, d3, r4], dim=1)))
 
 
-class RFDN(nn.Module):
+class RFDN(DistillationNet):
     """RFDN core: RGB (B,3,h,w) in [0,255] → (B,3,s·h,s·w) in [0,255]; h, w >= 15 (ESA)."""
 
     def __init__(self, scale: int = 4, in_nc: int = 3, nf: int = 50, num_modules: int = 4, out_nc: int = 3) -> None:
-        super().__init__()
-        self.scale = scale
-        self.num_modules = num_modules
-        self.fea_conv = _conv(in_nc, nf, 3)
-        for i in range(1, num_modules + 1):
-            self.add_module(f"B{i}", RFDB(nf))
-        self.c = nn.Sequential(nn.Conv2d(nf * num_modules, nf, 1), nn.LeakyReLU(0.05))
-        self.LR_conv = _conv(nf, nf, 3)
-        self.upsampler = nn.Sequential(_conv(nf, out_nc * scale**2, 3), nn.PixelShuffle(scale))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        fea = self.fea_conv(x)
-        outs = []
-        h = fea
-        for i in range(1, self.num_modules + 1):
-            h = getattr(self, f"B{i}")(h)
-            outs.append(h)
-        lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(lr)
+        super().__init__(RFDB, "B", scale, in_nc, nf, num_modules, out_nc)
 
 
 @register("rfdn", scales=(2, 3, 4), description="RFDN/E-RFDN as released (Liu et al. 2020), 0.43M params at x4, wrapped from [0,255]")
