@@ -207,3 +207,12 @@ def test_div2k_layout(tmp_path, set5):
         ds = attrsr.data.open_dataset(root, 2)
         assert ds.names == ["0801"] and ds.layout.startswith("DIV2K")
         np.testing.assert_array_equal(images.to_uint8(ds[0].lr), images.read_image(lr_dir / "0801x2.png"))
+
+
+def test_bare_dataset_name_resolves_under_attrsr_data(set5, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ATTRSR_DATA", str(set5.parents[1]))
+    assert attrsr.data.open_dataset("Set5", 2).names == ["baby", "bird", "butterfly", "head", "woman"]
+    monkeypatch.delenv("ATTRSR_DATA")
+    with pytest.raises(attrsr.AttrsrError, match="ATTRSR_DATA"):
+        attrsr.data.open_dataset("Set5", 2)

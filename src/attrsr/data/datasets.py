@@ -7,7 +7,8 @@
   the ``<P>_HR`` folder itself);
 * **HR-only** — ``ROOT/HR/`` without LR files, or any folder of images: LR is made from the
   ``modcrop``-ped HR with MATLAB bicubic and rounded to 8 bits;
-* ``samples`` / ``samples:val`` / ``samples:train`` — the photos bundled with scikit-image & co.
+* ``samples`` / ``samples:val`` / ``samples:train`` — the photos bundled with scikit-image & co.;
+* a bare name such as ``Set5`` that is no existing path — ``$ATTRSR_DATA/benchmarks/<name>``.
 
 HR is always ``modcrop``-ped to a multiple of the scale. Every pairing problem (a missing partner, an
 LR whose size is not HR/scale, an unreadable file) is found when the dataset is opened, before any
@@ -17,6 +18,7 @@ work, and named in an :class:`AttrsrError`.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from pathlib import Path
 
@@ -163,9 +165,7 @@ def open_dataset(path: str | Path, scale: int, name: str | None = None, check: b
         entries = [_Entry(n, f"sample:{n}", None) for n in sample_names(split)]
         return SRDataset(name or f"samples-{split}", scale, entries, "bundled photos, LR made with MATLAB bicubic")
 
-    root = Path(path)
-    if not root.exists():
-        raise AttrsrError(f"{root}: dataset folder not found")
+    root = _resolve_root(Path(path))
     if root.is_file():
         if root.suffix.lower() not in IMAGE_SUFFIXES:
             raise AttrsrError(f"{root}: not an image or dataset folder")
@@ -194,6 +194,17 @@ def open_dataset(path: str | Path, scale: int, name: str | None = None, check: b
         _check_pairs(entries, scale)
     ds_name = name or (root.name if root.is_dir() else root.stem)
     return SRDataset(ds_name, scale, entries, layout)
+
+
+def _resolve_root(root: Path) -> Path:
+    """A path as given, or a bare name (``Set5``) looked up in ``$ATTRSR_DATA/benchmarks``."""
+    if root.exists():
+        return root
+    data = os.environ.get("ATTRSR_DATA")
+    if data and len(root.parts) == 1 and (Path(data) / "benchmarks" / root.name).is_dir():
+        return Path(data) / "benchmarks" / root.name
+    hint = "" if data else " (bare names are looked up in $ATTRSR_DATA/benchmarks; ATTRSR_DATA is not set)"
+    raise AttrsrError(f"{root}: dataset folder not found{hint}")
 
 
 def _div2k_dirs(root: Path) -> tuple[Path | None, Path | None]:
