@@ -1,0 +1,76 @@
+"""DDP set-up from torchrun's environment (gloo on CPU, NCCL on GPU), and rank helpers.
+
+``torchrun --nproc_per_node N -m attrsr train CONFIG`` (or ``attrsr train CONFIG --nproc N``) starts
+N processes with ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``/``MASTER_ADDR`` set; multi-node runs use
+torchrun's usual ``--nnodes/--node_rank/--rdzv_endpoint`` flags and need the output folder (for
+checkpoints) on a file system every node sees. Rank 0 logs, validates and writes checkpoints; every
+rank reads the checkpoint when resuming. A single process without those variables runs undistributed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclasses.dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup(device: str | None = None) -> DistInfo:
+    """Join the process group when launched by torchrun; pick the device of this process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device.startswith("cuda")
+    dev = torch.device(f"cuda:{local}" if use_cuda else "cpu")
+    if use_cuda:
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
+    return DistInfo(rank, world, local, dev)
+
+
+def teardown(info: DistInfo) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    if info.enabled:
+        dist.barrier()
+
+
+def gather_objects(info: DistInfo, obj: Any) -> list[Any]:
+    """``obj`` of every rank, in rank order (a list of one when undistributed)."""
+    if not info.enabled:
+        return [obj]
+    out: list[Any] = [None] * info.world
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(info: DistInfo, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (used to share a failure so all ranks stop together)."""
+    if not info.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,431 @@
+"""The training engine: one readable loop, with method hooks, exact resume and DDP.
+
+    trainer = Trainer(load_config("configs/demo-x2.yaml"))
+    summary = trainer.fit()
+
+``Trainer.__init__`` does everything that can fail on user input (config, model, data folders,
+patch sizes, scale, methods, resume compatibility) *before* the run folder is touched, so a bad run
+leaves nothing half-written. ``fit`` then runs the loop; what each method may change is documented in
+:mod:`attrsr.engine.hooks`.
+
+Run folder (``train.out``)::
+
+    config.yaml        the resolved recipe
+    latest.pt          full training state (model, optimiser, scheduler, EMA, RNGs, plan position,
+                       method state), rewritten atomically every ``train.checkpoint_every`` steps
+    best.safetensors   weights with the best validation Y-PSNR on the first ``val.data`` set
+    model.safetensors  final weights (EMA weights when ``train.ema`` is set)
+    metrics.jsonl, train.csv, val.csv   (+ tb/ when tensorboard is installed)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from attrsr.config import Config, dump_config
+from attrsr.data.cache import DecodedImages, prepare_cache
+from attrsr.data.datasets import SRDataset, open_dataset
+from attrsr.data.patches import PatchDataset
+from attrsr.data.samplers import PlanBatchSampler, SamplePlan, epoch_rng
+from attrsr.engine import distributed
+from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_atomic
+from attrsr.engine.hooks import MethodStack, build_method
+from attrsr.engine.logs import RunLog
+from attrsr.engine.optim import make_ema, make_optimizer, make_scheduler, pixel_loss
+from attrsr.errors import AttrsrError
+
+# Config sections that must match between a checkpoint and the resuming recipe: anything else
+# (iterations, logging/checkpoint/validation cadence, workers, output paths) may change on resume.
+_RESUME_FIXED = ("seed", "scale", "model", "optim", "schedule", "loss", "methods")
+_RESUME_FIXED_DATA = ("train", "lr", "patch_size", "batch_size", "repeat", "flip", "rot90")
+
+
+class NonFiniteLoss(AttrsrError):
+    """The loss or gradient became NaN/inf; the run stopped before saving that step."""
+
+
+class Trainer:
+    """Model, data, optimiser and loop of one training run. See the module docstring."""
+
+    def __init__(self, cfg: Config, *, out: str | Path | None = None, resume: bool = False, progress: bool = True) -> None:
+        self.cfg = cfg
+        self.out = Path(out) if out is not None else cfg.out_dir
+        self.dist = distributed.setup()
+        self.device = self.dist.device
+        self.progress = progress and self.dist.is_main
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+
+        # --- everything that can fail on user input, before anything is written --------------
+        checkpoint = self._read_resume_checkpoint(resume)
+        self.methods = MethodStack([build_method(m, i) for i, m in enumerate(cfg.methods)], cfg.seed)
+        _seed_everything(cfg.seed)
+        self.model = _build_model(cfg)
+        self.train_data = _open_training_set(cfg)
+        self.val_data = [open_dataset(d, cfg.scale) for d in cfg.val.data]
+        self.images = self._decoded_images()
+        self.train_set = PatchDataset(
+            self.images, cfg.data.patch_size, flip=cfg.data.flip, rot90=cfg.data.rot90, source=cfg.data.train
+        )
+        if len(self.images) * cfg.data.repeat < cfg.data.batch_size:
+            raise AttrsrError(
+                f"{cfg.data.train}: {len(self.images)} image(s) × data.repeat={cfg.data.repeat} give fewer patches per "
+                f"epoch than data.batch_size={cfg.data.batch_size}; raise data.repeat or lower the batch size"
+            )
+        self.sampler = PlanBatchSampler(cfg.data.batch_size, self.dist.rank, self.dist.world)
+        self.loss_fn = pixel_loss(cfg.loss)
+
+        # Per-rank global RNG streams from here on (model init above is identical on every rank).
+        _seed_everything(cfg.seed + self.dist.rank)
+        self.model.to(self.device)
+        self.methods.setup(self)  # may wrap or replace self.model
+        self.model.to(self.device)
+        self.optimizer = make_optimizer(cfg.optim, [p for p in self.model.parameters() if p.requires_grad])
+        self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.optim.lr, cfg.train.iterations)
+        self.ema = make_ema(self.model, cfg.train.ema) if cfg.train.ema is not None else None
+        self.train_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.loader = torch.utils.data.DataLoader(
+            self.train_set,
+            batch_sampler=self.sampler,
+            num_workers=cfg.data.num_workers,
+            persistent_workers=cfg.data.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+            # Its own generator, so creating an iterator never draws from the global RNG.
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+
+        # Loop position. An epoch's plan is made when its first batch is needed.
+        self.step = 0
+        self.epoch = 0
+        self.pos = 0  # batches of the current epoch already trained on
+        self.plan: SamplePlan | None = None
+        self.best: dict[str, Any] | None = None
+        self.last_val: dict[str, Any] | None = None
+        self.saved_step: int | None = None
+        if checkpoint is not None:
+            self._restore(checkpoint)
+
+        # --- from here on the run folder is written (rank 0) ----------------------------------
+        if self.dist.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.out / "config.yaml", dump_config(cfg).encode())
+        self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
+
+    # ------------------------------------------------------------------------------------------
+    # The loop
+
+    def fit(self) -> dict[str, Any]:
+        """Train to ``train.iterations``; returns a summary (steps, best and last validation)."""
+        from tqdm.auto import tqdm
+
+        cfg = self.cfg
+        total = cfg.train.iterations
+        bar = tqdm(total=total, initial=self.step, unit="it", disable=not self.progress, dynamic_ncols=True, desc=cfg.name)
+        meter = _Meter()
+        batches: Iterator[dict] | None = None
+        start = time.perf_counter()
+        try:
+            while self.step < total:
+                if batches is None:
+                    batches = self._epoch_batches()
+                t0 = time.perf_counter()
+                batch = next(batches)
+                t1 = time.perf_counter()
+                terms = self._train_step(batch)
+                meter.add(terms, t1 - t0, time.perf_counter() - t1)
+                self.step += 1
+                self.pos += 1
+                if self.pos == self._batches_per_epoch():
+                    self.methods.on_epoch_end(self.epoch)
+                    self.epoch, self.pos, self.plan, batches = self.epoch + 1, 0, None, None
+
+                last = self.step == total
+                if self.step % cfg.train.log_every == 0 or last:
+                    self.log.write("train", {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0], **meter.summary()})
+                    bar.set_postfix(meter.postfix(self.last_val), refresh=False)
+                    meter = _Meter()
+                if (cfg.val.every and self.step % cfg.val.every == 0) or last:
+                    self.validate()
+                    bar.set_postfix(meter.postfix(self.last_val), refresh=False)
+                if self.step % cfg.train.checkpoint_every == 0 or last:
+                    self.save()
+                bar.update(1)
+        finally:
+            bar.close()
+            self.log.close()
+        if self.dist.is_main:
+            export_safetensors(self.export_state(), self.out / "model.safetensors", self._weights_metadata())
+        distributed.barrier(self.dist)
+        return {"out": str(self.out), "step": self.step, "seconds": time.perf_counter() - start, "best": self.best, "val": self.last_val}
+
+    def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = self.methods.augment(batch, self.step, self.dist.rank)
+        if self.methods.needs_input_grad:
+            batch["lr"].requires_grad_(True)
+        sr = self.train_model(batch["lr"])
+        terms = {"pixel": self.loss_fn(sr, batch["hr"], batch.get("loss_mask"))}
+        terms.update(self.methods.extra_losses(batch, sr, self.model))
+        loss = torch.stack([t.reshape(()) for t in terms.values()]).sum()
+        self._check_finite(loss, "loss", terms)
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if self.cfg.optim.grad_clip is not None:
+            norm = nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+        self._check_finite(norm, "gradient norm", terms)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.methods.after_step(self.step + 1)
+        return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": norm.detach()}
+
+    def _check_finite(self, value: torch.Tensor, what: str, terms: dict[str, torch.Tensor]) -> None:
+        ok = torch.isfinite(value).all().to(torch.int32)
+        if self.dist.enabled:  # every rank stops together, not only the one that saw it
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        if ok.item():
+            return
+        parts = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        kept = (
+            f"the last good checkpoint is {self.out / 'latest.pt'} (iteration {self.saved_step})"
+            if self.saved_step is not None
+            else "no checkpoint had been written yet"
+        )
+        raise NonFiniteLoss(
+            f"{what} is not finite at iteration {self.step + 1} ({parts}); stopped without saving that step: "
+            f"{kept}. Lower optim.lr or set optim.grad_clip, then run again (with --resume to continue)"
+        )
+
+    # ------------------------------------------------------------------------------------------
+    # Data
+
+    def _make_plan(self, epoch: int) -> SamplePlan:
+        rng = epoch_rng(self.cfg.seed, epoch)
+        plan = SamplePlan.shuffled(len(self.images), self.cfg.data.repeat, rng)
+        plan = self.methods.plan_epoch(epoch, plan)
+        if len(plan) < self.cfg.data.batch_size:
+            raise AttrsrError(
+                f"epoch {epoch} has {len(plan)} patches, fewer than data.batch_size={self.cfg.data.batch_size}; "
+                "raise data.repeat or lower the batch size"
+            )
+        return plan
+
+    def _batches_per_epoch(self) -> int:
+        return self.sampler.batches_in(self.plan) if self.plan is not None else 0
+
+    def _epoch_batches(self) -> Iterator[dict]:
+        if self.plan is None:
+            self.plan = self._make_plan(self.epoch)
+        self.sampler.start(self.plan, self.pos)
+        return iter(self.loader)
+
+    def batches(self, plan: SamplePlan, batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Batches of any plan through the training pipeline (crops, flips), on this device, in
+        the main process and without method augmentation: for a method's own loops (BSPA's
+        fine-tuning and scoring)."""
+        from torch.utils.data import default_collate
+
+        bs = batch_size or self.cfg.data.batch_size
+        for lo in range(0, len(plan), bs):
+            items = [self.train_set[plan.request(i)] for i in range(lo, min(lo + bs, len(plan)))]
+            yield {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in default_collate(items).items()}
+
+    def _decoded_images(self) -> DecodedImages:
+        # One process per node decodes; the others wait and open the same files.
+        main_local = self.dist.local_rank == 0
+        images = prepare_cache(self.train_data, self.cfg.data.cache_dir, progress=self.progress) if main_local else None
+        distributed.barrier(self.dist)
+        return images or prepare_cache(self.train_data, self.cfg.data.cache_dir, build=False)
+
+    # ------------------------------------------------------------------------------------------
+    # Validation, checkpoints, export
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated and exported: the EMA when enabled."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def export_state(self) -> dict[str, torch.Tensor]:
+        return self.eval_model.state_dict()
+
+    def validate(self) -> dict[str, Any] | None:
+        if self.dist.is_main and self.val_data:
+            from attrsr.evaluation import evaluate
+
+            results = evaluate(self.eval_model, self.val_data, self.cfg.scale, border=self.cfg.val.border, device=self.device, progress=False)
+            for name, r in results.items():
+                self.log.write("val", {"step": self.step, "dataset": name, "psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"]})
+            first = next(iter(results))
+            self.last_val = {"step": self.step, "dataset": first, "psnr_y": results[first]["psnr_y"], "ssim_y": results[first]["ssim_y"]}
+            if self.best is None or self.last_val["psnr_y"] > self.best["psnr_y"]:
+                self.best = dict(self.last_val)
+                export_safetensors(self.export_state(), self.out / "best.safetensors", self._weights_metadata())
+        distributed.barrier(self.dist)
+        return self.last_val
+
+    def save(self) -> None:
+        """Write ``latest.pt`` (rank 0; every rank contributes its RNG state)."""
+        rngs = distributed.gather_objects(self.dist, rng_state())
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "pos": self.pos,
+                "plan": self.plan.state_dict() if self.plan is not None else None,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "rng": rngs,
+                "methods": self.methods.state_dict(),
+                "best": self.best,
+                "last_val": self.last_val,
+                "world": self.dist.world,
+                "config": self.cfg.to_dict(),
+            }
+            save_checkpoint(state, self.out / "latest.pt")
+        self.saved_step = self.step
+        distributed.barrier(self.dist)
+
+    def _weights_metadata(self) -> dict[str, Any]:
+        m = self.cfg.model
+        return {"model": m.name, "scale": self.cfg.scale, "config": m.args, "step": self.step, "recipe": self.cfg.name}
+
+    def _read_resume_checkpoint(self, resume: bool) -> dict[str, Any] | None:
+        latest = self.out / "latest.pt"
+        if not resume:
+            if latest.exists():
+                raise AttrsrError(f"{self.out}: already holds a run (latest.pt); pass --resume to continue it, or choose another --out")
+            return None
+        state = load_checkpoint(latest)
+        old, new = state["config"], self.cfg.to_dict()
+        diffs = [k for k in _RESUME_FIXED if old.get(k) != new.get(k)]
+        diffs += [f"data.{k}" for k in _RESUME_FIXED_DATA if old["data"].get(k) != new["data"].get(k)]
+        if old["train"].get("ema") != new["train"].get("ema"):
+            diffs.append("train.ema")
+        if diffs:
+            raise AttrsrError(f"{latest}: the checkpoint was trained with a different {', '.join(diffs)}; resume with the same recipe")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.methods.load_state_dict(state["methods"])
+        self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
+        self.plan = SamplePlan.from_state(state["plan"]) if state["plan"] is not None else None
+        self.best, self.last_val = state["best"], state["last_val"]
+        self.saved_step = self.step
+        rngs = state["rng"]
+        # Exact continuation needs each rank's own RNG stream; with another world size the data
+        # stay exact (they come from the plan), only methods that use the global RNGs differ.
+        set_rng_state(rngs[self.dist.rank] if len(rngs) == self.dist.world else rngs[0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers
+
+
+class _Meter:
+    """Averages of the loss terms and timings over one logging interval."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.t_data = 0.0
+        self.t_step = 0.0
+
+    def add(self, terms: dict[str, torch.Tensor], t_data: float, t_step: float) -> None:
+        for k, v in terms.items():
+            self.sums[k] = self.sums.get(k, 0.0) + float(v)
+        self.n += 1
+        self.t_data += t_data
+        self.t_step += t_step
+
+    def summary(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        total = self.t_data + self.t_step
+        return {
+            **{k: v / n for k, v in self.sums.items()},
+            "it_s": self.n / total if total else 0.0,
+            "data_wait": self.t_data / total if total else 0.0,
+        }
+
+    def postfix(self, last_val: dict[str, Any] | None) -> dict[str, str]:
+        out = {}
+        if self.n:
+            s = self.summary()
+            out["loss"] = f"{s['loss']:.4f}"
+            out["data"] = f"{100 * s['data_wait']:.0f}%"
+        if last_val is not None:
+            out["psnr"] = f"{last_val['psnr_y']:.2f}"
+        return out
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _build_model(cfg: Config) -> nn.Module:
+    from attrsr import models
+
+    spec = models.spec(cfg.model.name)
+    try:
+        if cfg.model.weights:
+            model = models.load(spec.name, weights=cfg.model.weights, scale=cfg.scale, **cfg.model.args)
+        else:
+            model = models.create(spec.name, scale=cfg.scale, **cfg.model.args)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        accepted = [p for p in inspect.signature(spec.build).parameters if p != "scale"]
+        raise AttrsrError(
+            f"model.args for {spec.name!r}: {exc}; accepted: {', '.join(accepted) or 'none'}"
+        ) from None
+    model.zoo_name = spec.name
+    return model.train()
+
+
+def _open_training_set(cfg: Config) -> SRDataset:
+    ds = open_dataset(cfg.data.train, cfg.scale)
+    missing_lr = [e.name for e in ds.entries if e.lr is None]
+    if cfg.data.lr == "files" and missing_lr:
+        raise AttrsrError(
+            f"{cfg.data.train}: data.lr=files but {len(missing_lr)} image(s) have no LR file (e.g. {missing_lr[0]}); "
+            "use data.lr=bicubic to make LR with MATLAB bicubic"
+        )
+    if cfg.data.lr == "bicubic" and len(missing_lr) < len(ds):
+        entries = [dataclasses.replace(e, lr=None) for e in ds.entries]
+        ds = SRDataset(ds.name, ds.scale, entries, "LR made with MATLAB bicubic")
+    return ds
+
+
+def train(cfg: Config, *, out: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Build a :class:`Trainer` and run it to the end (tears down the process group afterwards)."""
+    trainer = Trainer(cfg, out=out, resume=resume, progress=progress)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.teardown(trainer.dist)

@@ -1,0 +1,147 @@
+"""Small real methods that exercise every engine hook (used by tests/test_engine*.py).
+
+They are referenced from recipes as ``hook_methods:ClassName`` (the tests put this folder on the
+import path), which also exercises the engine's ``module:Class`` plug-in route.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from attrsr.engine import Method, SamplePlan
+
+
+class _P(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ImageWeights(Method):
+    """Sampler: draw images with probability ∝ ``weights`` (by image index) instead of uniformly."""
+
+    class Params(_P):
+        weights: list[float]
+
+    def plan_epoch(self, epoch: int, plan: SamplePlan, rng: np.random.Generator) -> SamplePlan:
+        w = np.asarray(self.params.weights, dtype=float)
+        return SamplePlan.random_crops(rng.choice(len(w), size=len(plan), p=w / w.sum()), rng)
+
+
+class SwapRB(Method):
+    """Augmentation: swap the red and blue channels of LR and HR alike, with probability ``prob``."""
+
+    class Params(_P):
+        prob: float = 1.0
+
+    def augment(self, batch, gen):
+        swap = torch.rand(batch["lr"].shape[0], generator=gen, device=batch["lr"].device) < self.params.prob
+        for key in ("lr", "hr"):
+            x = batch[key].clone()
+            x[swap] = x[swap].flip(1)
+            batch[key] = x
+        return batch
+
+
+class HalfMask(Method):
+    """Augmentation with a loss mask: only the left half of each HR patch counts in the pixel loss."""
+
+    def augment(self, batch, gen):
+        hr = batch["hr"]
+        mask = torch.zeros(hr.shape[0], 1, *hr.shape[-2:], device=hr.device)
+        mask[..., : hr.shape[-1] // 2] = 1
+        batch["loss_mask"] = mask
+        return batch
+
+
+class InputGradPenalty(Method):
+    """Extra loss through the input gradient (double backprop, like the attribution prior):
+    ``weight * mean((∂ Σ_window SR / ∂ LR)²)`` for a centred ``window``×``window`` SR window."""
+
+    needs_input_grad = True
+
+    class Params(_P):
+        weight: float = 1.0
+        window: int = 8
+
+    def extra_losses(self, batch, sr, model):
+        h, w = sr.shape[-2:]
+        k = self.params.window
+        target = sr[..., (h - k) // 2 : (h + k) // 2, (w - k) // 2 : (w + k) // 2].sum()
+        (grad,) = torch.autograd.grad(target, batch["lr"], create_graph=True)
+        return {"input_grad": self.params.weight * grad.pow(2).mean()}
+
+
+class FreezeHead(Method):
+    """After every optimiser step, restore the first conv's weights (BSPA-style freezing); the
+    frozen copy is the method's checkpoint state."""
+
+    def setup(self, trainer):
+        self.param = next(p for n, p in trainer.model.named_parameters() if n.endswith("weight"))
+        self.frozen = self.param.detach().clone()
+
+    def after_step(self, step):
+        with torch.no_grad():
+            self.param.copy_(self.frozen)
+
+    def state_dict(self):
+        return {"frozen": self.frozen}
+
+    def load_state_dict(self, state):
+        self.frozen = state["frozen"]
+
+
+class EpochCounter(Method):
+    """Counts epoch ends and steps seen (state survives resume); records what it saw."""
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.epochs: list[int] = []
+        self.steps = 0
+        self.images_seen: list[int] = []
+        self.hr_seen: list[torch.Tensor] = []
+
+    def extra_losses(self, batch, sr, model):
+        self.images_seen += batch["image"].tolist()
+        self.hr_seen.append(batch["hr"].detach().clone())
+        return {}
+
+    def after_step(self, step):
+        self.steps = step
+
+    def on_epoch_end(self, epoch):
+        self.epochs.append(epoch)
+
+    def state_dict(self):
+        return {"epochs": list(self.epochs), "steps": self.steps}
+
+    def load_state_dict(self, state):
+        self.epochs, self.steps = list(state["epochs"]), state["steps"]
+
+
+class Sleep(Method):
+    """Slows each step down so a test can kill the process mid-run."""
+
+    class Params(_P):
+        seconds: float = 0.05
+
+    def after_step(self, step):
+        time.sleep(self.params.seconds)
+
+
+class NanAt(Method):
+    """Makes the loss NaN at one iteration (1-based), to test the non-finite-loss stop."""
+
+    class Params(_P):
+        step: int = 3
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.calls = 0
+
+    def extra_losses(self, batch, sr, model):
+        self.calls += 1
+        bad = self.calls == self.params.step
+        return {"nan": sr.sum() * (float("nan") if bad else 0.0)}
