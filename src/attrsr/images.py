@@ -7,8 +7,7 @@ H×W×3 (uint8, uint16 or float in [0,1]).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from attrsr.errors import AttrsrError
+from attrsr.fileio import write_bytes_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -124,18 +124,12 @@ def save_image(img: torch.Tensor | np.ndarray, path: str | Path) -> Path:
     arr = to_uint8(img) if not (isinstance(img, np.ndarray) and img.dtype == np.uint8) else img
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
         raise AttrsrError(f"{path}: unknown image format {path.suffix!r}; use .png, .jpg or .bmp")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(arr).save(fh, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format=fmt)
+    write_bytes_atomic(path, buf.getvalue())
     return path
 
 

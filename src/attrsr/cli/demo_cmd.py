@@ -36,7 +36,7 @@ def demo_command(
     from attrsr.cli._common import print_table
     from attrsr.evaluation import evaluate
     from attrsr.models.pretrained import default_info, load_default
-    from attrsr.report.files import write_json_atomic
+    from attrsr.fileio import write_json_atomic
 
     info = default_info(scale)
     started = time.perf_counter()

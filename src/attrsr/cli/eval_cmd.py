@@ -36,6 +36,6 @@ def eval_command(
     print_table(["dataset", "images", "Y-PSNR", "Y-SSIM"], format_rows(results), title=f"{name} x{scale}")
     typer.echo(f"{sum(len(r['images']) for r in results.values())} images in {time.perf_counter() - start:.1f}s")
     if json_out is not None:
-        from attrsr.report.files import write_json_atomic
+        from attrsr.fileio import write_json_atomic
 
         write_json_atomic(json_out, results)

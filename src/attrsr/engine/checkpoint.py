@@ -1,9 +1,8 @@
 """Checkpoints that survive crashes, RNG state capture, and safetensors export.
 
-Every file is written to a temporary name in the target folder, flushed and ``fsync``-ed, then
-renamed over the target (atomic on POSIX), and the folder is ``fsync``-ed so the rename itself is
-durable. A crash (even SIGKILL or power loss) therefore leaves either the previous complete
-checkpoint or the new complete one — never a truncated ``latest.pt``.
+Every file goes through :func:`attrsr.fileio.write_bytes_atomic` (temp file, fsync, rename, fsync
+of the folder): a crash (even SIGKILL or power loss) leaves either the previous complete checkpoint
+or the new complete one — never a truncated ``latest.pt``.
 
 Training checkpoints are plain ``torch.save`` dicts of tensors and Python values, loadable with
 ``weights_only=True`` (no arbitrary unpickling when resuming).
@@ -23,56 +22,15 @@ import numpy as np
 import torch
 
 from attrsr.errors import AttrsrError
+from attrsr.fileio import write_bytes_atomic
 
 FORMAT = "attrsr-train/1"
-
-
-def _umask() -> int:
-    old = os.umask(0)
-    os.umask(old)
-    return old
-
-
-# mkstemp creates files 0600; published files get the usual permissions (0666 minus the umask).
-_FILE_MODE = 0o666 & ~_umask()
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` via temp file + fsync + rename (+ fsync of the folder)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some platforms cannot open folders; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **state}, buf)
-    return write_atomic(path, buf.getvalue())
+    return write_bytes_atomic(path, buf.getvalue())
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -97,7 +55,7 @@ def export_safetensors(model_state: dict[str, torch.Tensor], path: str | Path, m
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model_state.items()}
     meta = {k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()}
-    return write_atomic(path, save(tensors, metadata=meta))
+    return write_bytes_atomic(path, save(tensors, metadata=meta))
 
 
 # --------------------------------------------------------------------------------------------

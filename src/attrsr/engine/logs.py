@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from attrsr.engine.checkpoint import write_atomic
+from attrsr.fileio import write_bytes_atomic
 
 
 class RunLog:
@@ -64,7 +64,7 @@ class RunLog:
     def _truncate(self, step: int) -> None:
         if self.jsonl.exists():
             keep = [ln for ln in _complete_lines(self.jsonl) if _step_ok(lambda: json.loads(ln)["step"], step)]
-            write_atomic(self.jsonl, "".join(ln + "\n" for ln in keep).encode())
+            write_bytes_atomic(self.jsonl, "".join(ln + "\n" for ln in keep).encode())
         for path in self.csv.values():
             rows = list(csv.reader(_complete_lines(path))) if path.exists() else []
             if rows:
@@ -72,7 +72,7 @@ class RunLog:
                 i = head.index("step")
                 buf = io.StringIO()
                 csv.writer(buf).writerows([head] + [r for r in body if len(r) == len(head) and _step_ok(lambda: r[i], step)])
-                write_atomic(path, buf.getvalue().encode())
+                write_bytes_atomic(path, buf.getvalue().encode())
 
 
 def _complete_lines(path: Path) -> list[str]:

@@ -38,7 +38,8 @@ from attrsr.data.datasets import SRDataset, open_dataset
 from attrsr.data.patches import PatchDataset
 from attrsr.data.samplers import PlanBatchSampler, SamplePlan, epoch_rng
 from attrsr.engine import distributed
-from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state, write_atomic
+from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from attrsr.fileio import write_bytes_atomic
 from attrsr.engine.hooks import MethodStack, build_method
 from attrsr.engine.logs import RunLog
 from attrsr.engine.optim import make_ema, make_optimizer, make_scheduler, pixel_loss
@@ -121,7 +122,7 @@ class Trainer:
         # --- from here on the run folder is written (rank 0) ----------------------------------
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.out / "config.yaml", dump_config(cfg).encode())
+            write_bytes_atomic(self.out / "config.yaml", dump_config(cfg).encode())
         self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
 
     # ------------------------------------------------------------------------------------------
