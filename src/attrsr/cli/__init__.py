@@ -14,6 +14,10 @@ from attrsr.cli._app import app
 
 # Command modules register on ``app`` when imported. One line per module.
 from attrsr.cli import eval_cmd  # noqa: F401,E402
+from attrsr.cli import lam_cmd  # noqa: F401,E402
+from attrsr.cli import interpret_cmd  # noqa: F401,E402
+from attrsr.cli import train_cmd  # noqa: F401,E402
+from attrsr.cli import demo_cmd  # noqa: F401,E402
 
 
 def main() -> None:

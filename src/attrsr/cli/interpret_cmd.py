@@ -1,0 +1,97 @@
+"""``attrsr interpret``: compare what several SR networks look at, over a set of images.
+
+Writes a self-contained ``index.html`` (maps side by side, DI tables, DI vs PSNR, area-of-interest
+maps) with ``attributions.csv``, ``di_<method>.csv``, ``models.csv``, ``psnr.csv``, ``report.json``
+and the figures into ``--out``. Every model, image and window is checked before the first
+attribution; on any error nothing is written.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from attrsr.cli._app import app, user_errors
+from attrsr.cli._common import resolve_model, split_model_arg
+from attrsr.errors import AttrsrError
+
+
+def _split_list(values: list[str]) -> list[str]:
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _load_windows(spec: str, size: int):
+    from attrsr.attribution.report import parse_windows
+
+    if spec == "auto":
+        return "auto"
+    path = Path(spec)
+    if not path.is_file():
+        raise AttrsrError(f"--windows {spec}: give 'auto' or a JSON file ([[x, y, size], ...] or {{image: [[x, y, size], ...]}})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AttrsrError(f"{path}: not valid JSON ({exc})") from None
+    return parse_windows(data, size)
+
+
+@app.command("interpret")
+@user_errors
+def interpret_command(
+    model: list[str] = typer.Option(..., "--model", "-m", help="NAME:WEIGHTS of a zoo model (repeat for each network)."),
+    data: str = typer.Option(..., "--data", "-d", help="Image folder or benchmark dataset (HR + LR_bicubic, HR-only), or 'samples'."),
+    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor (all models)."),
+    windows: str = typer.Option("auto", "--windows", help="'auto' (hardest regions of each HR image) or a JSON file of windows."),
+    n_windows: int = typer.Option(2, "--n-windows", help="Windows per image with --windows auto."),
+    window: int = typer.Option(16, "--window", help="Window side in SR pixels (auto windows, and [x, y] entries in a file)."),
+    methods: list[str] = typer.Option(["lam"], "--methods", help="Attribution methods, comma-separated or repeated."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Path steps for lam/ig (default 50)."),
+    sigma: Optional[float] = typer.Option(None, "--sigma", help="LAM's largest blur σ (default 1.2)."),
+    chunk: Optional[int] = typer.Option(None, "--chunk", help="Path points per forward pass."),
+    max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N images."),
+    randomisation_check: bool = typer.Option(False, "--randomisation-check", help="Add the model-randomisation sanity check (first window per image)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow legacy pickled checkpoints."),
+) -> None:
+    """Compare several networks' attribution maps and Diffusion Index over a set of images."""
+    from attrsr.attribution.gradients import OPTIONS, normalise_method
+    from attrsr.attribution.report import interpret
+    from attrsr.data import open_dataset
+
+    meths = [normalise_method(m) for m in _split_list(methods)]
+    if not meths:
+        raise AttrsrError("--methods is empty; give e.g. --methods lam,ig")
+    if window < 2:
+        raise AttrsrError(f"--window {window} is too small; use at least 2 SR pixels")
+    if n_windows < 1:
+        raise AttrsrError(f"--n-windows must be >= 1, got {n_windows}")
+    given = {"steps": steps, "sigma": sigma, "chunk": chunk}
+    options = {m: {k: v for k, v in given.items() if v is not None and k in OPTIONS[m]} for m in meths}
+    wins = _load_windows(windows, window)
+    ds = open_dataset(data, scale)
+    pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
+    nets = {}
+    for arg in model:
+        name, weights = split_model_arg(arg)
+        if weights is None:
+            raise AttrsrError(f"--model {arg}: give NAME:WEIGHTS (the checkpoint of that network)")
+        label = name if name not in nets else f"{name}({Path(weights).stem})"
+        if label in nets:
+            raise AttrsrError(f"--model {arg} is given twice")
+        net = resolve_model(name, Path(weights), scale, allow_pickle=allow_pickle)
+        net.zoo_name = getattr(net, "zoo_name", name)
+        nets[label] = net
+    report = interpret(
+        nets, pairs, out, windows=wins, n_windows=n_windows, window_size=window, methods=meths,
+        method_options=options, randomisation=randomisation_check,
+        title=f"What the networks look at — {ds.name} ×{scale}",
+        progress=lambda s: typer.echo(s, err=True),
+    )
+    for row in report["models_summary"]:
+        parts = [f"{k.removeprefix('mean_di_')} DI {v:.2f}" for k, v in row.items() if k.startswith("mean_di_") and v is not None]
+        psnr = row.get("mean_psnr_y")
+        typer.echo(f"{row['model']}: " + ", ".join(parts) + (f", Y-PSNR {psnr:.2f} dB" if psnr is not None else ""))
+    typer.echo(f"wrote {report['html']} ({report['seconds']:.1f}s)")
