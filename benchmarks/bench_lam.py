@@ -1,4 +1,4 @@
-"""LAM speed and memory: ``attrsr.attribution.lam`` vs the official algorithm's cost structure.
+"""LAM speed and memory: ``attrsr.attribution.integrate`` vs the official algorithm's cost structure.
 
 The *naive loop* evaluates the blur path the way the authors' code does: one path point at a time
 (batch 1), parameter gradients on (so every backward also computes weight gradients), the default

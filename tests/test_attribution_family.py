@@ -319,7 +319,7 @@ def test_kde_peaks_where_the_saliency_is():
 def test_lam_report_writes_everything_or_nothing(tmp_path, lr24):
     from PIL import Image
 
-    from attrsr.attribution.report import lam_report
+    from attrsr.report.attribution import lam_report
 
     net = ModuleReLUNet()
     out = tmp_path / "rep"

@@ -103,7 +103,7 @@ def test_cli_json_and_save_sr_agree_with_python(set5, tmp_path):
     for p in saved:  # the saved SR images give exactly the reported numbers
         hr = images.modcrop(images.read_image(set5 / "HR" / p.name), 4)
         assert metrics.psnr(images.read_image(p), hr, 4) == pytest.approx(res["Set5"]["images"][p.stem]["psnr_y"], abs=1e-9)
-    assert not list((tmp_path / "sr").glob(".attrsr-sr-*")), "staging folder left behind"
+    assert not list(tmp_path.glob(".sr.partial-*")), "staging folder left behind"
 
 
 @pytest.fixture

@@ -6,9 +6,6 @@ Per image: SR = model(LR), rounded to 8 bits; HR ``modcrop``-ped; metrics on the
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +14,7 @@ from torch import nn
 
 from attrsr.data.datasets import SRDataset, open_dataset
 from attrsr.errors import AttrsrError
+from attrsr.fileio import staged_dir
 from attrsr.images import save_image, to_uint8
 from attrsr.metrics import psnr, ssim
 from attrsr.models.tiling import Bicubic, tiled_forward
@@ -77,16 +75,13 @@ def evaluate(
     was_training = model.training
     model.eval()
     model.to(device)
-    staging = Path(tempfile.mkdtemp(prefix=".attrsr-sr-", dir=_staging_parent(save_sr))) if save_sr else None
     try:
-        results = {ds.name: _evaluate_one(model, ds, border, staging, tile, tile_overlap, device, progress) for ds in datasets}
-        if staging is not None:
-            _publish(staging, Path(save_sr))
+        if save_sr is None:
+            return {ds.name: _evaluate_one(model, ds, border, None, tile, tile_overlap, device, progress) for ds in datasets}
+        with staged_dir(save_sr) as staging:
+            return {ds.name: _evaluate_one(model, ds, border, staging, tile, tile_overlap, device, progress) for ds in datasets}
     finally:
-        if staging is not None and staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
         model.train(was_training)
-    return results
 
 
 def _evaluate_one(model, ds: SRDataset, border, staging, tile, tile_overlap, device, progress) -> dict[str, Any]:
@@ -116,20 +111,6 @@ def _evaluate_one(model, ds: SRDataset, border, staging, tile, tile_overlap, dev
         "ssim_y": sum(v["ssim_y"] for v in per_image.values()) / n,
         "images": per_image,
     }
-
-
-def _staging_parent(save_sr) -> str:
-    target = Path(save_sr)
-    target.mkdir(parents=True, exist_ok=True)
-    return str(target)
-
-
-def _publish(staging: Path, target: Path) -> None:
-    for f in sorted(staging.rglob("*")):
-        if f.is_file():
-            dest = target / f.relative_to(staging)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(f, dest)
 
 
 def format_rows(results: dict[str, dict[str, Any]]) -> list[list[str]]:

@@ -8,9 +8,12 @@ truncated one; readers never see half a JSON report or checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,3 +66,32 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging folder; on success move its files into ``out_dir``, on error delete it.
+
+    Folders created for ``out_dir``'s parents are removed again on error if they are still empty.
+    """
+    out_dir = Path(out_dir)
+    created = []
+    for parent in reversed(out_dir.absolute().parents):
+        if not parent.exists():
+            created.append(parent)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield stage
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for src in sorted(p for p in stage.rglob("*") if p.is_file()):
+            dest = out_dir / src.relative_to(stage)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(src, dest)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for d in reversed(created):
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)

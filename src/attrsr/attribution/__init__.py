@@ -6,14 +6,14 @@
     res = attribute(model, lr, (x, y), method="ig")
 
 Pictures live in :mod:`attrsr.attribution.viz`, multi-model analyses in
-:mod:`attrsr.attribution.analysis`, HTML/PNG/JSON reports in :mod:`attrsr.attribution.report`
+:mod:`attrsr.attribution.analysis`, HTML/PNG/JSON reports in :mod:`attrsr.report.attribution`
 (imported lazily: they pull in matplotlib/scipy).
 """
 
 from attrsr.attribution._common import AttributionResult, saliency_map
 from attrsr.attribution.di import diffusion_index, gini
 from attrsr.attribution.gradients import METHODS, activation_summary, attribute
-from attrsr.attribution.lam import integrated_gradients, lam, path_attribution
+from attrsr.attribution.integrate import integrated_gradients, lam, path_attribution
 from attrsr.attribution.objectives import Window, gradient_detector, window_sum
 from attrsr.attribution.paths import BlurPath, LinearPath, blur_path, gaussian_kernel, linear_path
 

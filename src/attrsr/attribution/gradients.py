@@ -4,7 +4,7 @@ Methods (METHODS.md §1, "other attribution methods"); the objective is LAM's gr
 unless said otherwise:
 
 =================  ==========================================================================
-``lam``            LAM (:func:`attrsr.attribution.lam.lam`): blur path, right Riemann sum
+``lam``            LAM (:func:`attrsr.attribution.integrate.lam`): blur path, right Riemann sum
 ``ig``             integrated gradients, black baseline, straight line, right Riemann sum
                    (ours by default — the LAM engine; ``backend="captum"`` runs Captum's)
 ``grad``           vanilla gradient ∂D/∂x (Captum ``Saliency(abs=False)``)
@@ -47,7 +47,7 @@ from attrsr.attribution._common import (
     objective_for,
     prepared,
 )
-from attrsr.attribution.lam import DEFAULT_CHUNK, _check_chunk, integrated_gradients, lam
+from attrsr.attribution.integrate import DEFAULT_CHUNK, _check_chunk, integrated_gradients, lam
 from attrsr.errors import AttrsrError
 
 METHODS = ("lam", "ig", "grad", "grad_input", "guided_backprop", "smoothgrad", "vargrad", "input_grad")

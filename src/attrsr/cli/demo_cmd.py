@@ -111,7 +111,7 @@ def _lam_step(model, out_dir: Path) -> dict[str, Any] | None:
     # What the demo model looks at on one held-out photo, when attrsr.attribution provides
     # lam_report; without it the demo skips this step.
     try:
-        from attrsr.attribution.report import lam_report
+        from attrsr.report.attribution import lam_report
     except ImportError:
         return None
     from attrsr.data import load_sample

@@ -24,7 +24,7 @@ def _split_list(values: list[str]) -> list[str]:
 
 
 def _load_windows(spec: str, size: int):
-    from attrsr.attribution.report import parse_windows
+    from attrsr.report.attribution import parse_windows
 
     if spec == "auto":
         return "auto"
@@ -58,7 +58,7 @@ def interpret_command(
 ) -> None:
     """Compare several networks' attribution maps and Diffusion Index over a set of images."""
     from attrsr.attribution.gradients import OPTIONS, normalise_method
-    from attrsr.attribution.report import interpret
+    from attrsr.report.attribution import interpret
     from attrsr.data import open_dataset
 
     meths = [normalise_method(m) for m in _split_list(methods)]

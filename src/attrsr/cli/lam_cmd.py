@@ -73,7 +73,7 @@ def lam_command(
     """Local Attribution Map (or another attribution method) of one SR window: pictures + JSON."""
     from attrsr.attribution.gradients import normalise_method
     from attrsr.attribution.objectives import Window
-    from attrsr.attribution.report import lam_report
+    from attrsr.report.attribution import lam_report
     from attrsr.cli._common import split_model_arg
 
     key = normalise_method(method)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from attrsr.report.files import write_text_atomic
+from attrsr.fileio import write_text_atomic
 from attrsr.report.tables import columns_of, format_value
 
 _CSS = """

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from attrsr.report.files import write_text_atomic
+from attrsr.fileio import write_text_atomic
 
 
 def columns_of(rows: Iterable[dict[str, Any]]) -> list[str]:

@@ -32,7 +32,7 @@ from attrsr.attribution.gradients import OPTIONS, attribute, normalise_method
 from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Window
 from attrsr.errors import AttrsrError
 from attrsr.images import save_image
-from attrsr.report.files import write_bytes_atomic, write_json_atomic
+from attrsr.fileio import staged_dir, write_bytes_atomic, write_json_atomic
 from attrsr.report.html import HtmlPage
 from attrsr.report.tables import mean_by, pivot, write_csv
 
@@ -43,39 +43,6 @@ HOW_TO_READ = (
     "The DI (Diffusion Index, 0-100) says how many pixels share the attribution: a high DI means the "
     "network draws on a wide area of the input."
 )
-
-
-# --------------------------------------------------------------------------------------------
-# Staging
-
-
-@contextlib.contextmanager
-def staged_dir(out_dir: str | Path) -> Iterator[Path]:
-    """Yield an empty staging folder; on success move its files into ``out_dir``, on error delete it.
-
-    Folders created for ``out_dir``'s parents are removed again on error if they are still empty.
-    """
-    out_dir = Path(out_dir)
-    created = []
-    for parent in reversed(out_dir.absolute().parents):
-        if not parent.exists():
-            created.append(parent)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    try:
-        yield stage
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for src in sorted(p for p in stage.rglob("*") if p.is_file()):
-            dest = out_dir / src.relative_to(stage)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(src, dest)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        for d in reversed(created):
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-    shutil.rmtree(stage, ignore_errors=True)
 
 
 def _name(model: nn.Module) -> str:
