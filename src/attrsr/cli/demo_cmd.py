@@ -71,7 +71,7 @@ def demo_command(
     }
     if trained is not None:
         summary["training"] = trained
-    summary["lam"] = _lam_step(model, out / "lam")  # optional; None until attrsr.attribution provides it
+    summary["lam"] = _lam_step(model, out / "lam")
     summary["seconds"] = round(time.perf_counter() - started, 1)
 
     rows = [
@@ -83,7 +83,9 @@ def demo_command(
     if set5 is None:
         typer.echo("Set5 not found (set ATTRSR_DATA to the shared data folder to include it)")
     write_json_atomic(out / "summary.json", summary)
-    typer.echo(f"SR images in {out / 'sr'}, summary in {out / 'summary.json'} ({summary['seconds']:.0f}s)")
+    lam = summary["lam"]
+    typer.echo(f"LAM of window (x={lam['window']['x']}, y={lam['window']['y']}, size={lam['window']['size']}) on chelsea: DI {lam['di']:.2f}")
+    typer.echo(f"SR images in {out / 'sr'}, summary in {out / 'summary.json'}, LAM report {out / 'lam' / 'index.html'} ({summary['seconds']:.0f}s)")
 
 
 def _train_from_recipe(info: dict[str, Any], run_dir: Path, progress: bool):
@@ -106,20 +108,17 @@ def _train_from_recipe(info: dict[str, Any], run_dir: Path, progress: bool):
     return model, {"run": str(run_dir), "iterations": result["step"], "seconds": round(result["seconds"], 1), "recipe": info["recipe"]}
 
 
-def _lam_step(model, out_dir: Path) -> dict[str, Any] | None:
-    # ---- LAM call site (optional; the lead finishes it) -------------------------------------------
-    # What the demo model looks at on one held-out photo, when attrsr.attribution provides
-    # lam_report; without it the demo skips this step.
-    try:
-        from attrsr.report.attribution import lam_report
-    except ImportError:
-        return None
+def _lam_step(model, out_dir: Path) -> dict[str, Any]:
+    """LAM of the model on a held-out photo, at the hardest (most textured) 16-pixel window of the HR:
+    interpreting a flat region would say little about what the network does."""
+    from attrsr.attribution.analysis import auto_windows
     from attrsr.data import load_sample
     from attrsr.images import modcrop, to_tensor
+    from attrsr.report.attribution import lam_report
     from attrsr.resize import downsample
 
     scale = int(model.scale)
     hr = modcrop(to_tensor(load_sample("chelsea")), scale)
     lr = downsample(hr[None], scale)[0]
-    window = (120, 200, 16)  # (x = column, y = row, size) in SR pixels; TODO(lead): the demo's window
-    return lam_report(model, lr, window, out_dir, title="demo model on chelsea", hr=hr)
+    window = auto_windows(hr, n=1, size=16, border=8)[0]  # (x = column, y = row, size) in SR pixels
+    return lam_report(model, lr, window, out_dir, title="demo model on chelsea (held out)", hr=hr)
