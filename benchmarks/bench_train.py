@@ -43,7 +43,7 @@ def main() -> None:
         cfg = load_config(REPO / "configs" / "edsr-baseline-x4.yaml", sets)
         trainer = Trainer(cfg, out=Path(tmp) / "run", progress=False)
         print(f"EDSR-baseline x4, batch {cfg.data.batch_size} × {cfg.data.patch_size}² LR, {args.workers} workers, "
-              f"{trainer.model.__class__.__name__} with {sum(p.numel() for p in trainer.model.parameters()):,} parameters")
+              f"{cfg.model.name} with {sum(p.numel() for p in trainer.model.parameters()):,} parameters")
         trainer.fit()
         rows = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
         timed = [r for r in rows if r["kind"] == "train"][1:]

@@ -96,6 +96,75 @@ def test_schedules():
     assert cw(4) == pytest.approx(0.5) and cw(10) == 1 and cw(60) == pytest.approx(0.5)
 
 
+@pytest.mark.parametrize("name", ["l1", "mse", "charbonnier"])
+def test_the_configured_pixel_loss_is_the_one_trained(tmp_path, cache, name):
+    tr = Trainer(tiny_config(cache, f"loss.name={name}", "loss.eps=0.1"), out=tmp_path / name, progress=False)
+    batch = next(tr.batches(tr._make_plan(0), 4))
+    with torch.no_grad():
+        d = tr.model(batch["lr"]) - batch["hr"]
+    expected = {"l1": d.abs().mean(), "mse": d.pow(2).mean(), "charbonnier": torch.sqrt(d * d + 0.01).mean()}[name]
+    assert tr._train_step(batch)["pixel"] == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_optimiser_gradient_clipping_and_schedule_are_applied(tmp_path, cache):
+    cfg = tiny_config(
+        cache, "optim.name=adamw", "optim.lr=1e-3", "optim.weight_decay=0.05", "optim.grad_clip=0.01",
+        "schedule.name=multistep", "schedule.milestones=[2]", "schedule.gamma=0.1", "schedule.warmup=2",
+    )
+    tr = Trainer(cfg, out=tmp_path / "o", progress=False)
+    assert type(tr.optimizer) is torch.optim.AdamW and tr.optimizer.param_groups[0]["weight_decay"] == 0.05
+    batches = list(tr.batches(tr._make_plan(0), 4))  # 3 batches
+    used = []
+    for i in range(4):
+        terms = tr._train_step(batches[i % 3])
+        used.append(tr.step_lr)
+        grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+        assert float(terms["grad_norm"]) > 0.01  # the norm before clipping (what gets logged) ...
+        assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(0.01, rel=1e-3)  # ... the step used the clipped one
+    assert used == pytest.approx([5e-4, 1e-3, 1e-4, 1e-4])  # warm-up, then the milestone
+
+
+def test_logs_show_each_steps_lr_and_a_fresh_run_starts_new_logs(tmp_path, cache):
+    out = tmp_path / "w"
+    out.mkdir()
+    # Rows left by an earlier attempt that stopped before its first checkpoint (no latest.pt).
+    (out / "metrics.jsonl").write_text('{"kind": "train", "step": 1, "loss": 9}\n')
+    (out / "train.csv").write_text("step,stale\n1,9\n")
+    run(tiny_config(cache, "train.iterations=5", "train.log_every=1", "schedule.warmup=4"), out)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    assert [r["lr"] for r in rows] == pytest.approx([0.5e-4, 1e-4, 1.5e-4, 2e-4, 2e-4])  # the rate each step used
+    head, *body = (out / "train.csv").read_text().splitlines()
+    assert head.startswith("step,epoch,lr,loss") and [b.split(",")[0] for b in body] == ["1", "2", "3", "4", "5"]
+
+
+def test_tensorboard_gets_the_metrics_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    from attrsr.engine.logs import RunLog
+
+    scalars = []
+
+    class SummaryWriter:
+        def __init__(self, logdir, purge_step=None):
+            self.logdir = logdir
+
+        def add_scalar(self, tag, value, step):
+            scalars.append((tag, value, step))
+
+        def close(self):
+            pass
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=SummaryWriter))
+    log = RunLog(tmp_path)
+    log.write("train", {"step": 5, "epoch": 0, "loss": 0.25})
+    log.write("val", {"step": 5, "dataset": "Set5", "psnr_y": 30.5})
+    log.close()
+    assert log._tb.logdir == str(tmp_path / "tb")
+    assert scalars == [("train/loss", 0.25, 5), ("val/Set5/psnr_y", 30.5, 5)]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache):
     cfg = tiny_config(cache, "train.iterations=10", "train.checkpoint_every=4", methods(method("NanAt", step=6)))
     tr = Trainer(cfg, out=tmp_path / "n", progress=False)

@@ -34,6 +34,23 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path):
     torch.manual_seed(0)  # the trainer's initial weights (seed 0): training must have moved them
     init = models.create("edsr-baseline", scale=2, n_resblocks=2, n_feats=16).state_dict()
     assert (w1["body.0.body.0.weight"] - init["body.0.body.0.weight"]).abs().max() > 1e-3
-    # Only rank 0 wrote the run folder's logs: one row per logged step.
-    steps = [line.split(",")[0] for line in (tmp_path / "two" / "train.csv").read_text().splitlines()[1:]]
-    assert steps == ["5", "6"]
+    # Only rank 0 wrote the run folder's logs: one row per logged step, with the loss of the whole
+    # global batch (averaged over the ranks), as one process logs it.
+    rows = {}
+    for run in ("one", "two"):
+        head, *body = (tmp_path / run / "train.csv").read_text().splitlines()
+        rows[run] = [dict(zip(head.split(","), map(float, line.split(",")))) for line in body]
+    assert [r["step"] for r in rows["two"]] == [5, 6]
+    for a, b in zip(rows["one"], rows["two"]):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4) and b["lr"] == a["lr"]
+
+
+def test_a_user_error_under_nproc_is_one_line(tmp_path):
+    """Both ranks fail on the missing folder; the user sees its message once, no launcher traceback."""
+    env = subprocess_env(tmp_path / "cache")
+    out = subprocess.run(_cmd(tmp_path / "run", "--nproc", "2") + ["--set", f"data.train={tmp_path / 'missing'}"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], out.stderr
+    assert not (tmp_path / "run").exists()

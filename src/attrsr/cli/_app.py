@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
+from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +30,26 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except AttrsrError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            report_user_error(str(exc))
             raise typer.Exit(code=1) from None
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(code=130) from None
 
     return wrapper
+
+
+ERROR_DIR_ENV = "ATTRSR_ERROR_DIR"
+
+
+def report_user_error(message: str) -> None:
+    """Print ``error: message`` — or, in a process started by ``attrsr train --nproc``, leave it for
+    the launching process, which prints each distinct message once instead of once per rank."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if folder and "RANK" in os.environ:
+        Path(folder, f"rank{os.environ['RANK']}.txt").write_text(message)
+        return
+    print(f"error: {message}", file=sys.stderr)
 
 
 @app.callback()

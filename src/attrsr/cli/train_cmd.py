@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Optional
@@ -47,8 +46,17 @@ def train_command(
 
 
 def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, resume: bool, progress: bool) -> int:
-    """Re-launch this command under ``torch.distributed.run`` (a local, single-node torchrun)."""
-    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "attrsr", "train", str(config)]
+    """Run this command on ``nproc`` local DDP processes with torchrun's launcher (in-process, so a
+    failure becomes one ``error:`` line here instead of a launcher traceback plus one line per rank)."""
+    import logging
+    import tempfile
+
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from attrsr.cli._app import ERROR_DIR_ENV
+
+    args = ["-m", "attrsr", "train", str(config)]
     for item in overrides:
         args += ["--set", item]
     if out is not None:
@@ -58,5 +66,27 @@ def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, 
     if not progress:
         args.append("--no-progress")
     # Each process gets an equal share of the cores unless the user chose otherwise.
-    env = {"OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc)), **os.environ}
-    return subprocess.call(args, env=env)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed.elastic"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    launch = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"attrsr-{os.getpid()}",
+        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
+    )
+    with tempfile.TemporaryDirectory(prefix="attrsr-ddp-errors-") as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        try:
+            elastic_launch(launch, sys.executable)(*args)
+        except ChildFailedError as exc:
+            messages = sorted({p.read_text().strip() for p in Path(errors).glob("rank*.txt")})
+            for message in messages:
+                print(f"error: {message}", file=sys.stderr)
+            if not messages:
+                rank, failure = exc.get_first_failure()
+                print(f"error: training process of rank {rank} failed (exit code {failure.exitcode}); "
+                      "its output is above", file=sys.stderr)
+            return 1
+        finally:
+            os.environ.pop(ERROR_DIR_ENV, None)
+    return 0

@@ -74,3 +74,14 @@ def broadcast_object(info: DistInfo, obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def mean_over_ranks(info: DistInfo, values: dict[str, float], skip: tuple[str, ...] = ()) -> dict[str, float]:
+    """``values`` averaged over the ranks (keys in ``skip`` keep this rank's value); every rank
+    must call it with the same keys."""
+    if not info.enabled:
+        return values
+    keys = [k for k in values if k not in skip]
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=info.device)  # NCCL: on the GPU
+    dist.all_reduce(t)
+    return {**values, **{k: float(v) / info.world for k, v in zip(keys, t.tolist())}}

@@ -2,7 +2,8 @@
 TensorBoard event files when ``tensorboard`` is installed. Written by rank 0 only.
 
 On resume, rows logged after the checkpoint's step (by the run that crashed) are dropped, so the
-log reads as one uninterrupted run.
+log reads as one uninterrupted run; a fresh run starts new files (an earlier attempt in the same
+folder that stopped before its first checkpoint leaves no rows behind).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ class RunLog:
             return
         if resume_step is not None:
             self._truncate(resume_step)
+        else:  # a fresh run: rows of an earlier attempt here (stopped before its first checkpoint) go
+            for path in (self.jsonl, *self.csv.values()):
+                path.unlink(missing_ok=True)
         try:  # optional: torch.utils.tensorboard needs the tensorboard package
             from torch.utils.tensorboard import SummaryWriter
 

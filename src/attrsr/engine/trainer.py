@@ -116,6 +116,7 @@ class Trainer:
         self.best: dict[str, Any] | None = None
         self.last_val: dict[str, Any] | None = None
         self.saved_step: int | None = None
+        self.step_lr = cfg.optim.lr
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -155,7 +156,10 @@ class Trainer:
 
                 last = self.step == total
                 if self.step % cfg.train.log_every == 0 or last:
-                    self.log.write("train", {"step": self.step, "epoch": self.epoch, "lr": self.scheduler.get_last_lr()[0], **meter.summary()})
+                    # ``lr`` is the rate the logged step trained with (the scheduler already moved on);
+                    # loss terms are averaged over all ranks, timings are rank 0's.
+                    summary = distributed.mean_over_ranks(self.dist, meter.summary(), skip=("it_s", "data_wait"))
+                    self.log.write("train", {"step": self.step, "epoch": self.epoch, "lr": self.step_lr, **summary})
                     bar.set_postfix(meter.postfix(self.last_val), refresh=False)
                     meter = _Meter()
                 if (cfg.val.every and self.step % cfg.val.every == 0) or last:
@@ -191,6 +195,7 @@ class Trainer:
         else:
             norm = nn.utils.get_total_norm([p.grad for p in params])
         self._check_finite(norm, "gradient norm", terms)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         if self.ema is not None:
