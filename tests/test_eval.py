@@ -158,6 +158,34 @@ def test_lr_hr_size_mismatch_is_named(small_set, tmp_path):
     _assert_nothing_written(tmp_path)
 
 
+def test_cli_json_schema_and_border_equal_python(small_set, tmp_path):
+    out = _eval_bicubic(small_set, tmp_path, "--border", "6")
+    assert out.returncode == 0, out.stderr
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert list(res) == ["Mini"] and set(res["Mini"]) == {"psnr_y", "ssim_y", "images"}
+    assert sorted(res["Mini"]["images"]) == ["bird", "head"]
+    assert all(set(v) == {"psnr_y", "ssim_y"} for v in res["Mini"]["images"].values())
+    assert res == attrsr.evaluate("bicubic", small_set, 4, border=6, progress=False)  # bit-identical
+    assert res != attrsr.evaluate("bicubic", small_set, 4, progress=False)  # --border reached the metrics
+    assert sorted(p.name for p in (tmp_path / "sr" / "Mini").iterdir()) == ["bird.png", "head.png"]
+
+
+@pytest.mark.parametrize("bad", ["json-folder", "save-sr-file", "border"])
+def test_unusable_outputs_fail_before_any_output(small_set, tmp_path, bad):
+    (tmp_path / "taken").write_text("a file")
+    args = {
+        "json-folder": ("--json", str(tmp_path), "--save-sr", str(tmp_path / "sr")),
+        "json-under-file": ("--json", str(tmp_path / "taken" / "r.json"), "--save-sr", str(tmp_path / "sr")),
+        "save-sr-file": ("--json", str(tmp_path / "r.json"), "--save-sr", str(tmp_path / "taken")),
+        "border": ("--json", str(tmp_path / "r.json"), "--save-sr", str(tmp_path / "sr"), "--border", "140"),
+    }[bad]
+    out = _cli("eval", "--model", "bicubic", "--scale", "4", "--data", str(small_set), *args)
+    _assert_clean_failure(out, {"json-folder": "--json", "json-under-file": "taken", "save-sr-file": "taken",
+                                "border": "--border 140"}[bad])
+    _assert_nothing_written(tmp_path)
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
 def test_missing_partner_is_named(small_set, tmp_path):
     (small_set / "LR_bicubic" / "X4" / "birdx4.png").unlink()
     _assert_clean_failure(_eval_bicubic(small_set, tmp_path), "bird.png", "no LR partner")

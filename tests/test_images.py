@@ -83,3 +83,46 @@ def test_modcrop_arrays_and_tensors():
     a = np.zeros((101, 99, 3))
     assert images.modcrop(a, 4).shape == (100, 96, 3)
     assert images.modcrop(torch.zeros(2, 3, 101, 99), 3).shape == (2, 3, 99, 99)
+
+
+def _write_png16(arr: np.ndarray, path) -> None:
+    """A 16-bit RGB(A) PNG written byte by byte (Pillow cannot write these)."""
+    import struct
+    import zlib
+
+    h, w, c = arr.shape
+    raw = b"".join(b"\x00" + arr[y].astype(">u2").tobytes() for y in range(h))
+
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def test_16bit_colour_png_keeps_all_16_bits(tmp_path, astronaut):
+    # Pillow alone decodes 16-bit colour PNGs to 8 bits (high byte); the low byte must survive.
+    deep = astronaut[:64, :80].astype(np.uint16) * 257 + np.arange(80, dtype=np.uint16)[None, :, None]
+    _write_png16(deep, tmp_path / "rgb16.png")
+    arr = images.read_image(tmp_path / "rgb16.png")
+    assert arr.dtype == np.uint16 and np.array_equal(arr, deep)
+    _write_png16(np.dstack([deep, np.full(deep.shape[:2], 65535, np.uint16)]), tmp_path / "rgba16.png")
+    assert np.array_equal(images.read_image(tmp_path / "rgba16.png"), deep)
+    # 16 → 8 bits rounds (v/65535·255), it does not truncate to the high byte.
+    expect = np.round(deep.astype(np.float32) / np.float32(65535) * np.float32(255)).astype(np.uint8)
+    assert np.array_equal(images.to_uint8(arr), expect)
+    assert np.array_equal(images.to_uint8(images.load_image(tmp_path / "rgb16.png")), expect)
+
+
+def test_jpeg_and_bmp_read_and_write(tmp_path, astronaut):
+    images.save_image(astronaut, tmp_path / "a.bmp")
+    assert np.array_equal(images.read_image(tmp_path / "a.bmp"), astronaut)  # BMP is lossless
+    images.save_image(images.to_tensor(astronaut), tmp_path / "a.jpg")
+    jpg = images.read_image(tmp_path / "a.jpg")
+    assert jpg.shape == astronaut.shape and jpg.dtype == np.uint8
+    assert np.abs(jpg.astype(float) - astronaut).mean() < 4  # lossy, but the same photo
+    Image.fromarray(skdata.camera()).save(tmp_path / "g.jpeg")
+    grey = images.read_image(tmp_path / "g.jpeg")
+    assert grey.shape == (512, 512, 3) and np.array_equal(grey[..., 0], grey[..., 2])
+    with pytest.raises(AttrsrError, match="unknown image format"):
+        images.save_image(astronaut, tmp_path / "a.xyz")

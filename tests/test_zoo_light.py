@@ -262,3 +262,73 @@ def test_set5_x4_matches_independent_measurement(name, rel, expected):
         sr = _sr(name, rel, image, 4)
         values.append(_psnr(_y(_u8(sr)), _y(_u8(hr)), 4))
     assert float(np.mean(values)) == pytest.approx(expected, abs=3e-3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoint containers, pickles and errors (synthetic checkpoints of a tiny model)
+
+
+def _espcn_state() -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    return zoo.create("espcn", scale=2).state_dict()
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda s: s,
+        lambda s: {"params": s},
+        lambda s: {"params_ema": s, "params": {k: torch.zeros_like(v) for k, v in s.items()}},  # EMA preferred
+        lambda s: {"state_dict": s, "epoch": 7, "optimizer": {"lr": 1e-4}},
+        lambda s: {"model": s},
+        lambda s: {"model": {"state_dict": {"module." + k: v for k, v in s.items()}}},
+        lambda s: {"module." + k: v for k, v in s.items()},
+    ],
+    ids=["plain", "params", "params_ema", "state_dict", "model", "nested-module", "module"],
+)
+def test_checkpoint_containers_and_module_prefix(tmp_path, wrap):
+    state = _espcn_state()
+    torch.save(wrap(state), tmp_path / "c.pth")
+    loaded = zoo.load("espcn", weights=tmp_path / "c.pth", scale=2).state_dict()
+    assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_safetensors_checkpoint(tmp_path):
+    from safetensors.torch import save_file
+
+    state = _espcn_state()
+    save_file(state, tmp_path / "c.safetensors")
+    loaded = zoo.load("espcn", weights=tmp_path / "c.safetensors", scale=2).state_dict()
+    assert all(torch.equal(loaded[k], state[k]) for k in state)
+
+
+def test_legacy_pickle_needs_the_explicit_flag(tmp_path):
+    # A whole pickled module (as VDSR's public file) cannot load with weights_only=True.
+    model = zoo.create("espcn", scale=2)
+    torch.save(model, tmp_path / "whole.pth")
+    with pytest.raises(AttrsrError, match="allow-pickle"):
+        zoo.load("espcn", weights=tmp_path / "whole.pth", scale=2)
+    loaded = zoo.load("espcn", weights=tmp_path / "whole.pth", scale=2, allow_pickle=True).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
+
+
+def test_bad_checkpoint_files_give_one_readable_error(tmp_path):
+    state = _espcn_state()
+    with pytest.raises(AttrsrError, match=r"is a folder.*c\.pth"):
+        torch.save(state, tmp_path / "c.pth")
+        zoo.load("espcn", weights=tmp_path, scale=2)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint" * 8)
+    with pytest.raises(AttrsrError, match=r"junk\.pth: cannot read checkpoint.*\.pth/\.pt or \.safetensors"):
+        zoo.load("espcn", weights=tmp_path / "junk.pth", scale=2)
+    with pytest.raises(AttrsrError, match=r"c\.pth: model 'espcn' does not support scale 5"):
+        zoo.load("espcn", weights=tmp_path / "c.pth", scale=5)
+    # Missing, unexpected and mis-shaped entries together: one message that lists all three.
+    bad = dict(state)
+    first = next(iter(bad))
+    bad[first] = bad[first][:1]
+    bad.pop(list(bad)[-1])
+    bad["extra.weight"] = torch.zeros(1)
+    with pytest.raises(AttrsrError) as info:
+        zoo.load("espcn", weights=bad, scale=2)
+    msg = str(info.value)
+    assert "\n" not in msg and "1 missing" in msg and "1 unexpected" in msg and "1 shape mismatch" in msg

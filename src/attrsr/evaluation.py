@@ -72,6 +72,10 @@ def evaluate(
     border = scale if border is None else border
     if border < 0:
         raise AttrsrError(f"--border must be >= 0, got {border}")
+    if save_sr is not None:
+        existing = next(p for p in (Path(save_sr).absolute(), *Path(save_sr).absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise AttrsrError(f"{save_sr}: --save-sr must be a folder, but {existing} is a file; choose another path")
     was_training = model.training
     model.eval()
     model.to(device)
@@ -99,6 +103,11 @@ def _evaluate_one(model, ds: SRDataset, border, staging, tile, tile_overlap, dev
             raise AttrsrError(
                 f"{ds.name}/{pair.name}: model output {sr.shape[-1]}×{sr.shape[-2]} does not match HR "
                 f"{expected[1]}×{expected[0]}; is the model really x{ds.scale}?"
+            )
+        if min(expected) - 2 * border < 11:  # SSIM's 11×11 window must fit after the crop
+            raise AttrsrError(
+                f"{ds.name}/{pair.name}: --border {border} leaves less than 11×11 pixels of the "
+                f"{expected[1]}×{expected[0]} image for the metrics; use a smaller --border"
             )
         sr8 = to_uint8(sr[0].float().cpu())
         hr8 = to_uint8(pair.hr)

@@ -36,11 +36,41 @@ def read_image(path: str | Path) -> np.ndarray:
         raise AttrsrError(f"{path}: image file is empty")
     try:
         with Image.open(path) as im:
+            deep = _png16_rawmode(im)
             im.load()
             arr = _pil_to_array(im, path)
+        if deep is not None:
+            arr = _png16_full(path, arr, deep)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise AttrsrError(f"{path}: cannot decode image ({exc}); is the file corrupt or truncated?") from None
     return arr
+
+
+def _png16_rawmode(im: Image.Image) -> str | None:
+    """The raw mode (``RGB;16B``/``RGBA;16B``) of a 16-bit colour PNG, else None.
+
+    Pillow has no 16-bit colour modes: it decodes these files to 8 bits by keeping each sample's
+    high byte (truncation, not rounding). :func:`_png16_full` recovers the low bytes.
+    """
+    if im.format != "PNG" or not im.tile:
+        return None
+    raw = im.tile[0].args if hasattr(im.tile[0], "args") else im.tile[0][3]
+    return raw if raw in ("RGB;16B", "RGBA;16B") else None
+
+
+def _png16_full(path: Path, high: np.ndarray, rawmode: str) -> np.ndarray:
+    """Full 16-bit samples of a colour PNG: decode again, unpacking the low byte of each sample.
+
+    The PNG filters work on bytes, so decoding with the little-endian raw mode (``RGB;16L``) runs the
+    same unfiltering and keeps the *second* byte of each big-endian sample, i.e. the low byte.
+    """
+    with Image.open(path) as im:
+        im.tile = [t._replace(args=rawmode[:-1] + "L") if hasattr(t, "_replace") else (*t[:3], rawmode[:-1] + "L")
+                   for t in im.tile]
+        im.load()
+        low = np.asarray(im)
+    low = np.ascontiguousarray(low[..., :3]).astype(np.uint16)
+    return (high.astype(np.uint16) << 8) | low
 
 
 def _pil_to_array(im: Image.Image, path: Path) -> np.ndarray:
@@ -90,7 +120,7 @@ def load_image(path: str | Path) -> torch.Tensor:
 
 
 def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Tensor (3,H,W)/(1,3,H,W) or float array in [0,1] → H×W×3 uint8.
+    """Tensor (3,H,W)/(1,3,H,W) or float array in [0,1] (or a uint16 array) → H×W×3 uint8.
 
     Exactly BasicSR's ``tensor2img``: clamp to [0,1], multiply by 255 *in float32*, round half to
     even (``np.round``), cast. (float64 arithmetic would round a few values differently.)
@@ -105,6 +135,8 @@ def to_uint8(img: torch.Tensor | np.ndarray) -> np.ndarray:
     else:
         if img.dtype == np.uint8:
             return img
+        if img.dtype == np.uint16:
+            img = img.astype(np.float32) / np.float32(65535.0)
         arr = np.clip(img.astype(np.float32), 0, 1)
     return np.round(arr * np.float32(255.0)).astype(np.uint8)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -23,15 +23,23 @@ def eval_command(
     border: Optional[int] = typer.Option(None, "--border", help="Pixels cropped from each edge before the metrics (default: scale)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write per-dataset and per-image results as JSON."),
     save_sr: Optional[Path] = typer.Option(None, "--save-sr", help="Folder for the SR images (<dir>/<dataset>/<name>.png)."),
-    tile: Optional[int] = typer.Option(None, "--tile", help="Process the LR in tiles of this size (bounded memory)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Process the LR in tiles of this size (bounded memory); 0: whole images."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow legacy pickled checkpoints (runs code in the file: trust it)."),
 ) -> None:
     """Evaluate a model with BasicSR-exact Y-channel PSNR/SSIM."""
+    from attrsr.errors import AttrsrError
     from attrsr.evaluation import evaluate, format_rows
 
+    if json_out is not None:  # refuse an unwritable --json before any work (and before --save-sr is published)
+        if json_out.is_dir():
+            raise AttrsrError(f"{json_out}: --json names a folder; give a file path such as {json_out / 'results.json'}")
+        parent = next((p for p in json_out.absolute().parents if p.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise AttrsrError(f"{json_out}: cannot write --json there, {parent} is a file; choose another path")
     net = resolve_model(model, weights, scale, allow_pickle=allow_pickle)
     start = time.perf_counter()
-    results = evaluate(net, data, scale, border=border, save_sr=save_sr, tile=tile)
+    # The progress bar only on a terminal: in logs and pipes it would garble the one-line errors.
+    results = evaluate(net, data, scale, border=border, save_sr=save_sr, tile=tile, progress=sys.stderr.isatty())
     name = model or getattr(net, "zoo_name", "model")
     print_table(["dataset", "images", "Y-PSNR", "Y-SSIM"], format_rows(results), title=f"{name} x{scale}")
     typer.echo(f"{sum(len(r['images']) for r in results.values())} images in {time.perf_counter() - start:.1f}s")

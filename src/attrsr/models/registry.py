@@ -82,7 +82,8 @@ def create(name: str, scale: int = 4, **config: Any) -> nn.Module:
     s = spec(name)
     if s.scales and scale not in s.scales:
         raise AttrsrError(
-            f"model {s.name!r} does not support scale {scale}; supported: {', '.join(map(str, s.scales))}"
+            f"model {s.name!r} does not support scale {scale}; supported: {', '.join(map(str, s.scales))} "
+            "(pass one of these as --scale / scale=)"
         )
     model = s.build(scale=scale, **config)
     model.scale = scale
@@ -143,28 +144,40 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
     a legacy pickle that needs more raises an error that names the flag to pass.
     """
     path = Path(path)
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".ckpt", ".safetensors"))
+        hint = f" (it holds: {', '.join(found[:6])}{', …' if len(found) > 6 else ''})" if found else ""
+        raise AttrsrError(f"{path}: is a folder, not a checkpoint file; pass the checkpoint file itself{hint}")
     if not path.is_file():
         raise AttrsrError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise AttrsrError(f"{path}: checkpoint file is empty")
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         from safetensors.torch import load_file
 
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
-            raise AttrsrError(f"{path}: not a readable safetensors file ({exc})") from None
+            raise AttrsrError(f"{path}: not a readable safetensors file ({exc}); is it complete?") from None
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
         except Exception as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            if not allow_pickle and ("weights_only" in str(exc) or "Unsupported global" in str(exc)):
+            text = str(exc)
+            if "WeightsUnpickler error:" in text:  # torch's long weights_only message: keep the cause
+                text = text.split("WeightsUnpickler error:", 1)[1]
+            msg = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+            # Only a pickle that refers to Python classes/functions needs full unpickling; other
+            # weights_only failures ("Unsupported operand …") mean the file is not a checkpoint.
+            if not allow_pickle and "Unsupported global" in str(exc):
                 raise AttrsrError(
                     f"{path}: this checkpoint needs full unpickling, which can run arbitrary code; "
                     "pass allow_pickle=True (CLI: --allow-pickle) only if you trust the file"
                 ) from None
-            raise AttrsrError(f"{path}: cannot read checkpoint ({msg})") from None
+            raise AttrsrError(
+                f"{path}: cannot read checkpoint ({type(exc).__name__}: {msg}); "
+                "pass a complete PyTorch .pth/.pt or .safetensors file"
+            ) from None
     return unwrap_state_dict(obj, source=str(path))
 
 
@@ -229,7 +242,12 @@ def load(
     Returns the model in eval mode. ``strict`` and ``allow_pickle`` as in :func:`read_checkpoint`.
     """
     s = spec(name)
-    model = create(s.name, scale=scale, **config)
+    try:
+        model = create(s.name, scale=scale, **config)
+    except AttrsrError as exc:
+        if weights is None or isinstance(weights, Mapping):
+            raise
+        raise AttrsrError(f"{weights}: {exc}") from None
     model.zoo_name = s.name
     if weights is not None:
         if isinstance(weights, Mapping):
