@@ -29,7 +29,9 @@ def _cubic(x: torch.Tensor) -> torch.Tensor:
     return near + far
 
 
-@functools.lru_cache(maxsize=256)
+# Bounded: one matrix of a 2K image axis is ~8 MB (float64); training on many image sizes must not
+# grow the cache without limit. A batch of same-sized images reuses one entry per axis.
+@functools.lru_cache(maxsize=32)
 def _weight_matrix(in_len: int, out_len: int, scale: float, antialias: bool) -> torch.Tensor:
     """(out_len, in_len) float64 matrix of MATLAB's bicubic contributions along one axis."""
     shrink_aa = scale < 1 and antialias
