@@ -1,4 +1,5 @@
 import json
+import os
 
 import pytest
 
@@ -10,7 +11,9 @@ def test_json_is_strict_and_inf_becomes_null(tmp_path):
     text = p.read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert json.loads(text) == {"psnr_y": None, "x": [1.5, None], "n": 2}
-    assert (p.stat().st_mode & 0o777) != 0o600  # published with the usual permissions, not mkstemp's
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o666 & ~umask  # the usual permissions, not mkstemp's 0600
 
 
 def test_staged_dir_publishes_all_or_nothing(tmp_path):
