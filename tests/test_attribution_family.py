@@ -213,6 +213,20 @@ def test_method_and_option_errors(lr24):
     assert attribute(net, lr24, (4, 4, 8), method="Guided-Backprop").method == "guided_backprop"
 
 
+def test_captum_backed_methods_do_not_leak_captums_requires_grad_warning(lr24):
+    # Captum warns "Input Tensor 0 did not already require gradients" on every call; the user asked
+    # for nothing wrong, so `attrsr lam --method grad` must not print it.
+    import warnings
+
+    net = ModuleReLUNet()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for method in ("grad", "grad_input", "input_grad", "smoothgrad"):
+            attribute(net, lr24[:, :12, :12], (4, 4, 8), method=method)
+        attribute(net, lr24[:, :12, :12], (4, 4, 8), method="ig", steps=2, backend="captum")
+    assert not [w for w in caught if "require" in str(w.message)], [str(w.message) for w in caught]
+
+
 # ---------------------------------------------------------------------------------------------
 # Analyses
 
@@ -342,3 +356,18 @@ def test_lam_report_writes_everything_or_nothing(tmp_path, lr24):
         lam_report(net, lr24, (40, 40, 16), bad, steps=2)
     assert not (tmp_path / "bad").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_interpret_refuses_guided_backprop_on_a_non_relu_net_before_any_attribution(tmp_path, pan, lr24, hr_image, monkeypatch):
+    from types import SimpleNamespace
+
+    import attrsr.report.attribution as rep
+
+    calls = []
+    real = rep.attribute
+    monkeypatch.setattr(rep, "attribute", lambda *a, **k: calls.append(k.get("method")) or real(*a, **k))
+    pair = SimpleNamespace(name="3", lr=lr24, hr=hr_image[:, 80:176, 80:176])
+    with pytest.raises(AttrsrError, match="ReLU networks"):
+        rep.interpret({"pan": pan}, [pair], tmp_path / "r", windows={"*": [WINDOW]}, methods=["lam", "guided_backprop"],
+                      method_options={"lam": {"steps": 2}})
+    assert calls == [] and not (tmp_path / "r").exists()

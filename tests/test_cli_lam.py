@@ -156,3 +156,32 @@ def test_interpret_command_with_a_windows_file_checks_every_window_first(tmp_pat
     assert r.exit_code == 1
     assert "window for image '3'" in (r.stderr if hasattr(r, "stderr") else r.output)
     assert not out.exists()
+
+
+def test_interpret_help_documents_the_windows_file_format():
+    import re
+
+    from attrsr.report.attribution import parse_windows
+
+    r = CliRunner().invoke(app, ["interpret", "--help"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0
+    text = re.sub(r"[\s│]+", " ", r.output)  # undo the help box's wrapping
+    # both documented examples are shown whole (rich markup once ate "[x, y]") and parse as documented
+    every = re.search(r"e\.g\. (\[\[.*?\]\])", text).group(1)
+    named = re.search(r"e\.g\. (\{.*?\})", text).group(1)
+    assert parse_windows(json.loads(every), 16)["*"] == [parse_windows([[120, 80, 16]])["*"][0], parse_windows([[40, 200, 16]])["*"][0]]
+    wins = parse_windows(json.loads(named), 16)
+    assert [(w.x, w.y, w.size) for w in wins["1"]] == [(120, 80, 16)]
+    assert [(w.x, w.y, w.size) for w in wins["*"]] == [(40, 200, 24)]
+    assert "x = column" in text and "without its extension" in text
+    assert "file entries without a size" in text  # --window's help survived too
+
+
+def test_interpret_refuses_the_same_model_twice_before_loading_it(tmp_path):
+    need(PAN_X4, LAM_IMAGES)
+    out = tmp_path / "report"
+    r = CliRunner().invoke(app, ["interpret", "--model", f"pan:{PAN_X4}", "--model", f"pan:{PAN_X4}",
+                                 "--data", str(LAM_IMAGES), "--scale", "4", "--steps", "2", "--out", str(out)])
+    assert r.exit_code == 1
+    assert "given twice" in (r.stderr if hasattr(r, "stderr") else r.output)
+    assert not out.exists()

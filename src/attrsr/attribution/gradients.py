@@ -116,7 +116,10 @@ def _captum_run(method: str, model, lr, window, run, *, objective: str, channels
                 broken.append(inp.shape[0])
             return d
 
-        attr, extra = run(forward, x, obj)
+        with warnings.catch_warnings():
+            # Captum's notice that it switched requires_grad on for the input it was given: noise for a user.
+            warnings.filterwarnings("ignore", message=r"Input Tensor \d+ did not already require gradients")
+            attr, extra = run(forward, x, obj)
         value = float(obj(sr).double())
     if broken or torch.isinf(attr).any():
         hint = " (the input noise pushes it far outside [0,1]; lower `noise`)" if "noise" in params else ""
@@ -279,6 +282,31 @@ def activation_summary(model: nn.Module, lr: torch.Tensor) -> dict[str, int]:
     return dict(mode.seen)
 
 
+def _guided_activations(model: nn.Module, x: torch.Tensor, allow_non_relu: bool) -> dict[str, int]:
+    """Activation counts of a prepared model on ``x``; raise (or, if allowed, warn) for non-ReLU ones."""
+    seen = activation_summary(model, x)
+    others = {k: v for k, v in seen.items() if k != "relu"}
+    if others:
+        listing = ", ".join(f"{k} ×{v}" for k, v in sorted(others.items()))
+        msg = (
+            f"guided backprop is defined for ReLU networks; model {_name(model)!r} also uses {listing}, "
+            "which have no guided rule"
+        )
+        if not allow_non_relu:
+            raise AttrsrError(msg + "; use --method lam, ig or grad instead (from Python, allow_non_relu=True guides only its ReLUs)")
+        warnings.warn(msg + "; only its ReLUs are guided", RuntimeWarning, stacklevel=4)
+    return seen
+
+
+def check_guided_backprop(model: nn.Module, lr: torch.Tensor, allow_non_relu: bool = False) -> dict[str, int]:
+    """Raise :class:`AttrsrError` now if guided backprop would refuse ``model`` (one no-grad forward
+    on ``lr``); lets a multi-model report fail before its first expensive attribution."""
+    x = as_lr_batch(model, lr)
+    with prepared(model, False), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _guided_activations(model, x, allow_non_relu)
+
+
 def _guided_backprop(
     model, lr, window, *, objective: str = "detector", channels_last: bool | None = None, allow_non_relu: bool = False,
 ) -> AttributionResult:
@@ -290,18 +318,8 @@ def _guided_backprop(
         sr = forward_checked(model, x)
         scale = infer_scale(model, x, sr)
         win, obj = objective_for(objective, window, tuple(sr.shape[-2:]))
-        seen = activation_summary(model, x)
-        others = {k: v for k, v in seen.items() if k != "relu"}
-        if others:
-            listing = ", ".join(f"{k} ×{v}" for k, v in sorted(others.items()))
-            msg = (
-                f"guided backprop is defined for ReLU networks; model {name!r} also uses {listing}, "
-                "which have no guided rule"
-            )
-            if not allow_non_relu:
-                raise AttrsrError(msg + "; use --method lam, ig or grad instead (from Python, allow_non_relu=True guides only its ReLUs)")
-            warnings.warn(msg + "; only its ReLUs are guided", RuntimeWarning, stacklevel=3)
-        elif not seen.get("relu"):
+        seen = _guided_activations(model, x, allow_non_relu)
+        if not seen.get("relu"):
             warnings.warn(f"model {name!r} has no ReLU: guided backprop equals the plain gradient", RuntimeWarning, stacklevel=3)
         inp = x.clone().requires_grad_(True)
         with _ActivationMode(guide=True):

@@ -19,6 +19,18 @@ from attrsr.cli._common import resolve_model, split_model_arg
 from attrsr.errors import AttrsrError
 
 
+# typer renders help with rich markup, where "[x, y]" would be read as a style tag and vanish:
+# the format is spelt out in words, and the example uses numbers only (which are never tags).
+WINDOWS_HELP = (
+    "'auto': the --n-windows hardest (highest-gradient) non-overlapping windows of each HR image. "
+    "Or a JSON file. Either a list of windows used for every image, each window a list of x, y "
+    "(top-left corner in SR pixels, x = column, y = row) and optionally the size (else --window), "
+    'e.g. [[120, 80, 16], [40, 200]]; or an object from image name (the file name without its '
+    'extension; "*" = any image not named) to such a list, e.g. {"1": [[120, 80]], "*": [[40, 200, 24]]}. '
+    "Every window is checked against every image before the first attribution."
+)
+
+
 def _split_list(values: list[str]) -> list[str]:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
@@ -44,9 +56,9 @@ def interpret_command(
     model: list[str] = typer.Option(..., "--model", "-m", help="NAME:WEIGHTS of a zoo model (repeat for each network)."),
     data: str = typer.Option(..., "--data", "-d", help="Image folder or benchmark dataset (HR + LR_bicubic, HR-only), or 'samples'."),
     scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor (all models)."),
-    windows: str = typer.Option("auto", "--windows", help="'auto' (hardest regions of each HR image) or a JSON file of windows."),
+    windows: str = typer.Option("auto", "--windows", help=WINDOWS_HELP),
     n_windows: int = typer.Option(2, "--n-windows", help="Windows per image with --windows auto."),
-    window: int = typer.Option(16, "--window", help="Window side in SR pixels (auto windows, and [x, y] entries in a file)."),
+    window: int = typer.Option(16, "--window", help="Window side in SR pixels (auto windows, and file entries without a size)."),
     methods: list[str] = typer.Option(["lam"], "--methods", help="Attribution methods, comma-separated or repeated."),
     steps: Optional[int] = typer.Option(None, "--steps", help="Path steps for lam/ig (default 50)."),
     sigma: Optional[float] = typer.Option(None, "--sigma", help="LAM's largest blur σ (default 1.2)."),
@@ -74,13 +86,18 @@ def interpret_command(
     ds = open_dataset(data, scale)
     pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
     nets = {}
+    seen = set()
     for arg in model:
         name, weights = split_model_arg(arg)
         if weights is None:
             raise AttrsrError(f"--model {arg}: give NAME:WEIGHTS (the checkpoint of that network)")
+        key = (name, str(Path(weights).expanduser().resolve()))
+        if key in seen:
+            raise AttrsrError(f"--model {arg} is given twice")
+        seen.add(key)
         label = name if name not in nets else f"{name}({Path(weights).stem})"
         if label in nets:
-            raise AttrsrError(f"--model {arg} is given twice")
+            raise AttrsrError(f"--model {arg}: two checkpoints of {name!r} with the same file name; rename one")
         net = resolve_model(name, Path(weights), scale, allow_pickle=allow_pickle)
         net.zoo_name = getattr(net, "zoo_name", name)
         nets[label] = net

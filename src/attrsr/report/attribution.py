@@ -28,7 +28,7 @@ from torch import nn
 from attrsr.attribution import viz
 from attrsr.attribution._common import AttributionResult, as_lr_batch
 from attrsr.attribution.analysis import area_of_interest, auto_windows, randomisation_check
-from attrsr.attribution.gradients import OPTIONS, attribute, normalise_method
+from attrsr.attribution.gradients import OPTIONS, attribute, check_guided_backprop, normalise_method
 from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Window
 from attrsr.errors import AttrsrError
 from attrsr.images import save_image
@@ -252,6 +252,10 @@ def interpret(
         plan.append((pair, wins))
     if not plan:
         raise AttrsrError("the dataset has no images")
+    if "guided_backprop" in methods:  # a non-ReLU network is refused by one cheap forward, not after hours
+        allow = bool(method_options.get("guided_backprop", {}).get("allow_non_relu", False))
+        for model in models.values():
+            check_guided_backprop(model, plan[0][0].lr, allow)
 
     started = time.perf_counter()
     rows: list[dict[str, Any]] = []
