@@ -14,14 +14,42 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("ATTRSR_DATA") or REPO.parent / "shared" / "data")
 SET5 = DATA / "benchmarks" / "Set5"
+LAM_IMAGES = DATA / "benchmarks" / "LAM_test_images"
 WEIGHTS = DATA / "weights"
+PAN_X4 = WEIGHTS / "pan" / "PANx4_DF2K.pth"
+IMDN_X4 = WEIGHTS / "imdn" / "IMDN_x4.pth"
 
 
-def need(path: Path) -> Path:
-    """Skip the calling test when ``path`` (under the shared data folder) is missing."""
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
+def need(*paths: Path) -> Path:
+    """Skip the calling test when any of ``paths`` (under the shared data folder) is missing;
+    returns the first."""
+    for path in paths:
+        if not path.exists():
+            pytest.skip(f"shared data not available: {path}")
+    return paths[0]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a module on one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``).
+
+    Small convolutions gain little from a second thread, and on a busy 2-core machine OpenMP threads
+    waiting for each other make them 10-100x slower. The old setting is restored afterwards.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pan():
+    """The real PAN x4 (authors' weights), loaded once per module."""
+    from attrsr import models
+
+    return models.load("pan", weights=need(PAN_X4), scale=4)
 
 
 @pytest.fixture

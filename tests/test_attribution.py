@@ -7,7 +7,6 @@ full-image definition, LAM against a one-point-at-a-time loop, the Gini against 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -31,32 +30,9 @@ from attrsr.errors import AttrsrError
 from attrsr.images import load_image, modcrop, to_tensor
 from attrsr.resize import downsample
 
-DATA = Path(os.environ.get("ATTRSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-PAN_X4 = DATA / "weights" / "pan" / "PANx4_DF2K.pth"
-LAM_IMAGES = DATA / "benchmarks" / "LAM_test_images"
+from conftest import LAM_IMAGES, PAN_X4, need
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Small convolutions gain little from a second thread, and on a busy machine OpenMP threads
-    # waiting for each other make them up to 10x slower; restored for the other test modules.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pan():
-    from attrsr import models
-
-    return models.load("pan", weights=need(PAN_X4), scale=4)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

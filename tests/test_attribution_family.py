@@ -5,7 +5,6 @@ and real PAN ×4 weights."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -19,32 +18,11 @@ from attrsr.errors import AttrsrError
 from attrsr.images import load_image, modcrop
 from attrsr.resize import downsample
 
-DATA = Path(os.environ.get("ATTRSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-PAN_X4 = DATA / "weights" / "pan" / "PANx4_DF2K.pth"
-LAM_IMAGES = DATA / "benchmarks" / "LAM_test_images"
+from conftest import LAM_IMAGES, PAN_X4, need
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 WINDOW = (40, 36, 16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See test_attribution.py: one thread is faster and steadier for these small convolutions.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def need(path: Path) -> Path:
-    if not path.exists():
-        pytest.skip(f"shared data not available: {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def pan():
-    from attrsr import models
-
-    return models.load("pan", weights=need(PAN_X4), scale=4)
 
 
 @pytest.fixture(scope="module")

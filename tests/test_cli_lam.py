@@ -16,26 +16,9 @@ from typer.testing import CliRunner
 
 from attrsr.cli import app
 
-DATA = Path(os.environ.get("ATTRSR_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
-PAN_X4 = DATA / "weights" / "pan" / "PANx4_DF2K.pth"
-IMDN_X4 = DATA / "weights" / "imdn" / "IMDN_x4.pth"
-LAM_IMAGES = DATA / "benchmarks" / "LAM_test_images"
-SET5 = DATA / "benchmarks" / "Set5"
+from conftest import IMDN_X4, LAM_IMAGES, PAN_X4, SET5, need
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # See test_attribution.py: steadier and as fast for these small convolutions.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def need(*paths: Path) -> None:
-    for p in paths:
-        if not p.exists():
-            pytest.skip(f"shared data not available: {p}")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:

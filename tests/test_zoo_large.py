@@ -26,6 +26,8 @@ from attrsr.errors import AttrsrError
 from attrsr.models._edsr_common import DIV2K_RGB_MEAN
 from attrsr.models.san import covariance_pool, sqrtm_newton_schulz
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LARGE = ("edsr", "edsr-baseline", "edsr-t", "rcan", "rcan-t", "rnan", "rnan-t", "san",
          "rrdbnet", "msrresnet", "swinir", "swinir-light")
 
@@ -44,16 +46,6 @@ SMALL = {
     "swinir": dict(img_size=16, embed_dim=12, depths=(2, 2), num_heads=(2, 2)),
     "swinir-light": dict(img_size=16, embed_dim=12, depths=(2,), num_heads=(3,)),
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These forwards are hundreds of tiny convs; on a shared 2-core runner intra-op threading makes
-    # each one ~100x slower than running it on one thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
