@@ -211,7 +211,7 @@ def test_captum_backed_methods_do_not_leak_captums_requires_grad_warning(lr24):
 
 def test_randomisation_check_separates_trained_from_random_pan(pan, lr24):
     rc = randomisation_check(pan, lr24, WINDOW, method="grad")
-    assert rc["passed"] and rc["pearson"] < 0.8
+    assert rc["passed"] and rc["pearson_context"] < 0.8 and rc["pearson"] < 0.8
     assert rc["di_trained"] > 2 * rc["di_random"]  # the trained network looks much wider
 
 
@@ -224,6 +224,18 @@ def test_randomisation_check_fails_when_there_is_nothing_to_randomise(lr24):
 
     rc = randomisation_check(Bilinear(), lr24, (10, 10, 16), method="grad")
     assert rc["pearson"] == pytest.approx(1.0) and not rc["passed"]
+
+
+def test_randomisation_check_judges_the_context_not_the_shared_peak(pan):
+    """LAM image 2, where whole-map Pearson (0.92) calls trained PAN 'FAILED' although its map
+    (DI ≈ 7.2) differs clearly from the re-initialised one (DI ≈ 1.3): the context decides."""
+    hr = modcrop(load_image(need(LAM_IMAGES / "2.png")), 4)[:, 64:192, 64:192]
+    lr = downsample(hr[None], 4)[0]
+    rc = randomisation_check(pan, lr, (56, 56, 16), method="lam", steps=16)
+    assert rc["passed"], rc
+    assert rc["pearson"] > rc["max_correlation"]  # measured 0.92: the whole-map rule would fail it
+    assert rc["pearson_context"] < 0.6  # measured 0.42
+    assert rc["di_trained"] > 2 * rc["di_random"]
 
 
 def test_auto_windows_pick_hard_non_overlapping_regions(hr_image):

@@ -112,6 +112,6 @@ def lam_command(
         line += f", SR Y-PSNR {info['psnr_y']:.2f} dB"
     rc = info.get("randomisation_check")
     if rc:
-        line += f", randomisation check {'passed' if rc['passed'] else 'FAILED'} (r={rc['pearson']:.3f})"
+        line += f", randomisation check {'passed' if rc['passed'] else 'FAILED'} (context r={rc['pearson_context']:.3f}, whole-map r={rc['pearson']:.3f})"
     typer.echo(line)
     typer.echo(f"wrote {info['html']} ({info_total:.1f}s)")

@@ -126,7 +126,7 @@ def _lam_page(info: dict[str, Any], result: AttributionResult, fig: bytes, pics:
         facts["completeness |ΣA − ΔD|"] = f"{result.completeness_error:.4g} ({100 * (result.relative_completeness_error or 0):.2f}% of ΔD = {result.objective_input - result.objective_baseline:.4g}, {result.steps} steps)"
     rc = info.get("randomisation_check")
     if rc:
-        facts["randomisation check"] = f"{'passed' if rc['passed'] else 'FAILED'} (Pearson r = {rc['pearson']:.3f} between the trained and re-initialised maps; DI {rc['di_trained']:.2f} vs {rc['di_random']:.2f})"
+        facts["randomisation check"] = f"{'passed' if rc['passed'] else 'FAILED'} (Pearson r = {rc['pearson_context']:.3f} outside the window, {rc['pearson']:.3f} over the whole map, between the trained and re-initialised maps; DI {rc['di_trained']:.2f} vs {rc['di_random']:.2f})"
     page.facts(facts)
     page.paragraph(HOW_TO_READ)
     page.image(fig, "SR with the window · window enlarged · attribution · attribution over the upscaled LR · KDE")
@@ -350,7 +350,7 @@ def interpret(
         page.heading("Model-randomisation check", 3)
         page.paragraph("Maps of each trained model vs a randomly re-initialised copy (first window per image). "
                        "A method that explains the model gives different maps: a low Pearson correlation.")
-        page.table([{k: c[k] for k in ("image", "model", "method", "pearson", "spearman", "top5_iou", "di_trained", "di_random", "passed")} for c in checks])
+        page.table([{k: c[k] for k in ("image", "model", "method", "pearson_context", "pearson", "spearman", "top5_iou", "di_trained", "di_random", "passed")} for c in checks])
     for pair, wins in plan:
         page.heading(f"Image {pair.name}")
         for fig in (f for f in figures if f["image"] == pair.name):
