@@ -86,3 +86,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, cache):
 
     assert torch.load(tmp_path / "r" / "latest.pt", weights_only=True)["step"] == 5
     assert not (tmp_path / "r" / "model.safetensors").exists()
+
+
+def test_resuming_a_cosine_run_with_another_length_is_refused(tmp_path, cache):
+    cosine = ("schedule.name=cosine", "train.iterations=4", "train.checkpoint_every=2")
+    assert _train(tmp_path / "r", cache, *cosine).exit_code == 0
+    before = (tmp_path / "r" / "latest.pt").read_bytes()
+    res = CliRunner().invoke(app, ["train", str(TINY), "--out", str(tmp_path / "r"), "--resume", "--no-progress",
+                                   "--set", f"data.cache_dir={cache}", "--set", "val.data=[]", "--set", "train.threads=1",
+                                   "--set", "schedule.name=cosine", "--set", "train.iterations=8"])
+    _one_line_error(res, "train.iterations (4; the cosine schedule decays over it)")
+    assert (tmp_path / "r" / "latest.pt").read_bytes() == before

@@ -327,6 +327,9 @@ class Trainer:
         diffs += [f"data.{k}" for k in _RESUME_FIXED_DATA if old["data"].get(k) != new["data"].get(k)]
         if old["train"].get("ema") != new["train"].get("ema"):
             diffs.append("train.ema")
+        if new["schedule"].get("name") == "cosine" and old["train"]["iterations"] != new["train"]["iterations"]:
+            # The cosine curve is laid over train.iterations: a new length would bend the rest of it.
+            diffs.append(f"train.iterations ({old['train']['iterations']}; the cosine schedule decays over it)")
         if diffs:
             raise AttrsrError(f"{latest}: the checkpoint was trained with a different {', '.join(diffs)}; resume with the same recipe")
         return state
