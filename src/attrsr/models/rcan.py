@@ -172,5 +172,17 @@ def build_rcan(
     checkpoint_filter=rcan_checkpoint_filter,
     description="RCAN-T of the attribution-prior thesis: 10 residual groups x 6 RCABs, 64 features",
 )
-def build_rcan_t(scale: int, *, n_resblocks: int = 6, **config) -> nn.Module:
-    return build_rcan(scale, n_resblocks=n_resblocks, **config)
+def build_rcan_t(
+    scale: int,
+    *,
+    n_resgroups: int = 10,
+    n_resblocks: int = 6,
+    n_feats: int = 64,
+    reduction: int = 16,
+    rgb_range: float = 255.0,
+    rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
+) -> nn.Module:
+    return _rcan(
+        scale, n_resgroups=n_resgroups, n_resblocks=n_resblocks, n_feats=n_feats,
+        reduction=reduction, rgb_range=rgb_range, rgb_mean=tuple(rgb_mean),
+    )
