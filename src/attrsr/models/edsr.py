@@ -94,24 +94,59 @@ def edsr_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> dict[s
     return out
 
 
-def _register_edsr(name: str, n_resblocks: int, n_feats: int, res_scale: float, description: str, aliases: tuple[str, ...] = ()) -> None:
-    """Register one EDSR configuration; every size keyword can still be overridden at ``create``."""
-    defaults = dict(n_resblocks=n_resblocks, n_feats=n_feats, res_scale=res_scale)
+@register(
+    "edsr",
+    scales=(2, 3, 4),
+    aliases=("edsr-b", "edsr-l"),
+    checkpoint_filter=edsr_checkpoint_filter,
+    description="EDSR, 32 blocks x 256 features, res_scale 0.1 (official release, [0,255] inside)",
+)
+def build_edsr(
+    scale: int,
+    *,
+    n_resblocks: int = 32,
+    n_feats: int = 256,
+    res_scale: float = 0.1,
+    rgb_range: float = 255.0,
+    n_blocks: int | None = None,
+) -> nn.Module:
+    return _edsr(scale, n_resblocks, n_feats, res_scale, rgb_range, n_blocks)
 
-    def build(scale: int, *, rgb_range: float = 255.0, n_blocks: int | None = None, **sizes: float) -> nn.Module:
-        unknown = set(sizes) - set(defaults)
-        if unknown:
-            raise TypeError(f"{name}: unexpected config {sorted(unknown)}; accepted: {sorted(defaults)} + rgb_range, n_blocks")
-        cfg = {**defaults, **sizes}
-        return _edsr(scale, int(cfg["n_resblocks"]), int(cfg["n_feats"]), float(cfg["res_scale"]), rgb_range, n_blocks)
 
-    register(name, scales=(2, 3, 4), aliases=aliases, checkpoint_filter=edsr_checkpoint_filter, description=description)(build)
+@register(
+    "edsr-baseline",
+    scales=(2, 3, 4),
+    checkpoint_filter=edsr_checkpoint_filter,
+    description="EDSR baseline, 16 blocks x 64 features, res_scale 1 (official release)",
+)
+def build_edsr_baseline(
+    scale: int,
+    *,
+    n_resblocks: int = 16,
+    n_feats: int = 64,
+    res_scale: float = 1.0,
+    rgb_range: float = 255.0,
+    n_blocks: int | None = None,
+) -> nn.Module:
+    return _edsr(scale, n_resblocks, n_feats, res_scale, rgb_range, n_blocks)
 
 
-_register_edsr("edsr", 32, 256, 0.1, "EDSR, 32 blocks x 256 features, res_scale 0.1 (official release, [0,255] inside)",
-               aliases=("edsr-b", "edsr-l"))
-_register_edsr("edsr-baseline", 16, 64, 1.0, "EDSR baseline, 16 blocks x 64 features, res_scale 1 (official release)")
 # The non-local attribution prior thesis, Table 4.1: EDSR-T has 16 residual blocks of 64 features,
 # no BN, 1.4M parameters (x2) -- exactly the EDSR baseline (1,369,859 at x2). Registered under its
 # own name so thesis configs read as written.
-_register_edsr("edsr-t", 16, 64, 1.0, "EDSR-T of the attribution-prior thesis (= edsr-baseline: 16 blocks x 64 features)")
+@register(
+    "edsr-t",
+    scales=(2, 3, 4),
+    checkpoint_filter=edsr_checkpoint_filter,
+    description="EDSR-T of the attribution-prior thesis (= edsr-baseline: 16 blocks x 64 features)",
+)
+def build_edsr_t(
+    scale: int,
+    *,
+    n_resblocks: int = 16,
+    n_feats: int = 64,
+    res_scale: float = 1.0,
+    rgb_range: float = 255.0,
+    n_blocks: int | None = None,
+) -> nn.Module:
+    return _edsr(scale, n_resblocks, n_feats, res_scale, rgb_range, n_blocks)
