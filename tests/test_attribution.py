@@ -7,7 +7,6 @@ full-image definition, LAM against a one-point-at-a-time loop, the Gini against 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -30,7 +29,7 @@ from attrsr.errors import AttrsrError
 from attrsr.images import load_image, modcrop, to_tensor
 from attrsr.resize import downsample
 
-from conftest import LAM_IMAGES, PAN_X4, need
+from conftest import LAM_IMAGES, need
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from attrsr.errors import AttrsrError
 from attrsr.images import load_image, modcrop
 from attrsr.resize import downsample
 
-from conftest import LAM_IMAGES, PAN_X4, need
+from conftest import LAM_IMAGES, need
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

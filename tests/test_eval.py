@@ -18,7 +18,7 @@ import attrsr
 from attrsr import images, metrics, models
 from attrsr.models.tiling import tiled_forward
 
-from conftest import SET5, WEIGHTS, need
+from conftest import WEIGHTS, need
 
 _LOG_LINE = re.compile(r"INFO: (\w+)\s+- PSNR: .*PSNR_Y: ([\d.]+) dB; SSIM_Y: ([\d.]+)\.")
 _LOG_MEAN = re.compile(r"PSNR_Y: ([\d.]+) dB; SSIM_Y: ([\d.]+)")
@@ -251,3 +251,10 @@ def test_bare_dataset_name_resolves_under_attrsr_data(set5, monkeypatch, tmp_pat
     monkeypatch.delenv("ATTRSR_DATA")
     with pytest.raises(attrsr.AttrsrError, match="ATTRSR_DATA"):
         attrsr.data.open_dataset("Set5", 2)
+
+
+def test_version_and_bare_command():
+    out = _cli("--version")
+    assert out.returncode == 0 and out.stdout.strip() == attrsr.__version__
+    out = _cli()  # no command: the help (click's convention, exit code 2)
+    assert "eval" in out.stdout and "demo" in out.stdout and "Traceback" not in out.stderr

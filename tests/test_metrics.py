@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from skimage import data as skdata
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 

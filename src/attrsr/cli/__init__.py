@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import sys
 
-import typer
-
 from attrsr.cli._app import app
 
 # Command modules register on ``app`` when imported. One line per module.

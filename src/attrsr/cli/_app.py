@@ -52,7 +52,7 @@ def report_user_error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
-@app.callback()
+@app.callback(invoke_without_command=True)  # so that --version works alone
 def _root(
     version: bool = typer.Option(False, "--version", help="Print the attrsr version and exit.", is_eager=True),
 ) -> None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
