@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from engine_helpers import subprocess_env, train_cmd, weights
+from engine_helpers import TINY, subprocess_env, train_cmd, weights
 
 pytestmark = pytest.mark.slow
 
@@ -54,3 +57,40 @@ def test_a_user_error_under_nproc_is_one_line(tmp_path):
     lines = [ln for ln in out.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "missing" in lines[0], out.stderr
     assert not (tmp_path / "run").exists()
+
+
+_THREADS_SCRIPT = """
+import json, os, sys
+from pathlib import Path
+
+def threads():
+    return sorted(Path(f"/proc/self/task/{t}/comm").read_text().strip() for t in os.listdir("/proc/self/task"))
+
+from attrsr.config import load_config
+from attrsr.engine import train
+
+out, tiny, cache = sys.argv[1:4]
+before = threads()
+cfg = load_config(tiny, [f"data.cache_dir={cache}", "train.threads=1", "val.data=[]", "train.iterations=4",
+                         "train.checkpoint_every=2", "data.batch_size=4"])
+train(cfg, out=out, progress=False)
+Path(out, f"threads{os.environ['RANK']}.json").write_text(json.dumps({"before": before, "after": threads()}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="thread list read from /proc")
+def test_no_communication_thread_outlives_training(tmp_path):
+    """Issue 14: a rank aborted at exit ("terminate called without an active exception") because
+    gloo's threads were still running when the interpreter shut down — DDP kept the default group
+    alive past destroy_process_group. After ``train`` returns, each rank runs only the threads it
+    had before."""
+    script = tmp_path / "train_threads.py"
+    script.write_text(_THREADS_SCRIPT)
+    env = subprocess_env(tmp_path / "cache")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--rdzv_backend", "c10d",
+           "--rdzv_endpoint", "localhost:0", str(script), str(tmp_path / "run"), str(TINY), str(tmp_path / "cache")]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / "run" / f"threads{rank}.json").read_text())
+        assert seen["after"] == seen["before"], (rank, seen)

@@ -89,10 +89,10 @@ def evaluate(
 
 
 def _evaluate_one(model, ds: SRDataset, border, staging, tile, tile_overlap, device, progress) -> dict[str, Any]:
-    from tqdm.auto import tqdm
+    from attrsr.progress import progress_bar
 
     per_image: dict[str, dict[str, float]] = {}
-    bar = tqdm(range(len(ds)), desc=f"{ds.name} x{ds.scale}", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(range(len(ds)), enabled=progress, desc=f"{ds.name} x{ds.scale}", unit="img", leave=False)
     for i in bar:
         pair = ds[i]
         with torch.inference_mode():

@@ -119,10 +119,10 @@ def prepare_cache(ds: SRDataset, cache_root: str | Path | None = None, *, build:
 
 
 def _decode_all(ds: SRDataset, folder: Path, progress: bool) -> None:
-    from tqdm.auto import tqdm
+    from attrsr.progress import progress_bar
 
     lr_sizes = []
-    for i in tqdm(range(len(ds)), desc=f"decoding {ds.name} (once)", unit="img", disable=not progress, leave=False):
+    for i in progress_bar(range(len(ds)), enabled=progress, desc=f"decoding {ds.name} (once)", unit="img", leave=False):
         pair = ds[i]  # validates sizes; makes LR with MATLAB bicubic when the dataset has no LR files
         lr = to_uint8(pair.lr)
         np.save(folder / f"hr_{i:05d}.npy", to_uint8(pair.hr))

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import gc
+import importlib
 import os
 from typing import Any
 
@@ -35,7 +37,10 @@ class DistInfo:
 
 
 def setup(device: str | None = None) -> DistInfo:
-    """Join the process group when launched by torchrun; pick the device of this process."""
+    """Join the process group when launched by torchrun; pick the device of this process.
+
+    Pair every call that initialises the group with :func:`teardown` (``train`` does, on every path).
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -44,13 +49,34 @@ def setup(device: str | None = None) -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
+        # Import before the group exists: ``torch.distributed.nn.functional`` (imported lazily by
+        # DistributedDataParallel) binds ``group.WORLD`` as a default argument of ten functions at
+        # import time. Imported after ``init_process_group`` it keeps the default group alive for
+        # good, so ``destroy_process_group`` cannot join gloo's threads and they are still running
+        # when the interpreter shuts down — the cause of the rare rank abort "terminate called
+        # without an active exception" (issue 14; test_engine_ddp checks that no thread survives).
+        importlib.import_module("torch.distributed.nn.functional")
+
         dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30))
     return DistInfo(rank, world, local, dev)
 
 
-def teardown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(info: DistInfo, *, completed: bool = True) -> None:
+    """Leave the process group so that no communication thread outlives it.
+
+    ``completed``: every rank got here normally — wait for all of them first, so that no rank
+    destroys its group while a peer still has a collective in flight. On an error path (a rank
+    raised) there is no barrier: the peers may never reach it; closing the group makes their
+    pending collectives fail instead of hang. Objects that hold the group (the DDP wrapper and its
+    reducer) must be released before this call; the ``gc.collect`` frees what only cycles keep.
+    """
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if completed:
+        dist.barrier()
+    gc.collect()
+    dist.destroy_process_group()
+    gc.collect()
 
 
 def barrier(info: DistInfo) -> None:

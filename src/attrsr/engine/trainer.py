@@ -131,11 +131,11 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         """Train to ``train.iterations``; returns a summary (steps, best and last validation)."""
-        from tqdm.auto import tqdm
+        from attrsr.progress import progress_bar
 
         cfg = self.cfg
         total = cfg.train.iterations
-        bar = tqdm(total=total, initial=self.step, unit="it", disable=not self.progress, dynamic_ncols=True, desc=cfg.name)
+        bar = progress_bar(total=total, initial=self.step, unit="it", enabled=self.progress, dynamic_ncols=True, desc=cfg.name)
         meter = _Meter()
         batches: Iterator[dict] | None = None
         start = time.perf_counter()
@@ -175,6 +175,12 @@ class Trainer:
             export_safetensors(self.export_state(), self.out / "model.safetensors", self._weights_metadata())
         distributed.barrier(self.dist)
         return {"out": str(self.out), "step": self.step, "seconds": time.perf_counter() - start, "best": self.best, "val": self.last_val}
+
+    def close(self) -> None:
+        """Release what holds the process group or worker processes (the DDP wrapper and its
+        reducer, persistent data-loader workers) so that the group can be torn down cleanly."""
+        self.train_model = self.model
+        self.loader = None
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
@@ -432,9 +438,23 @@ def _open_training_set(cfg: Config) -> SRDataset:
 
 
 def train(cfg: Config, *, out: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Build a :class:`Trainer` and run it to the end (tears down the process group afterwards)."""
-    trainer = Trainer(cfg, out=out, resume=resume, progress=progress)
+    """Build a :class:`Trainer` and run it to the end.
+
+    Under DDP the teardown order is fixed, on success and on error alike: the trainer releases
+    what holds the process group (the DDP wrapper, data-loader workers), then all ranks meet at a
+    barrier (success only), then the group is destroyed — so no communication thread is alive when
+    the interpreter exits.
+    """
+    info = distributed.setup()
+    trainer: Trainer | None = None
+    completed = False
     try:
-        return trainer.fit()
+        trainer = Trainer(cfg, out=out, resume=resume, progress=progress)
+        summary = trainer.fit()
+        completed = True
+        return summary
     finally:
-        distributed.teardown(trainer.dist)
+        if trainer is not None:
+            trainer.close()
+        trainer = None
+        distributed.teardown(info, completed=completed)
