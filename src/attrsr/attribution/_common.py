@@ -39,7 +39,7 @@ class AttributionResult:
     saliency: torch.Tensor
     di: float
     sr: torch.Tensor
-    window: Window
+    window: Window | None  # None: the objective covers the whole output (CAM's image detector)
     scale: int
     objective: str
     objective_input: float
@@ -81,7 +81,7 @@ class AttributionResult:
         out: dict[str, Any] = {
             "method": self.method,
             "di": _finite(self.di),
-            "window": self.window.as_dict(),
+            "window": self.window.as_dict() if self.window is not None else None,
             "scale": self.scale,
             "objective": self.objective,
             "objective_input": self.objective_input,
@@ -117,7 +117,7 @@ def finish(
     method: str,
     attribution: torch.Tensor,
     sr: torch.Tensor,
-    window: Window,
+    window: Window | None,
     scale: int,
     objective: str,
     objective_input: float,

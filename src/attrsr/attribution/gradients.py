@@ -13,6 +13,7 @@ unless said otherwise:
 ``smoothgrad``     mean gradient under Gaussian input noise (Captum ``NoiseTunnel``)
 ``vargrad``        variance of the gradient under Gaussian input noise (Captum ``NoiseTunnel``)
 ``input_grad``     the thesis's plain input gradient of Σ_window F(x) (objective ``sum``, one backward)
+``cam``            CAM, guided IG from the blurred input (:mod:`attrsr.attribution.cam`; ADD supplement)
 =================  ==========================================================================
 
 Guided backprop is ours, not Captum's: Captum guides only ``nn.ReLU`` *modules*, and several zoo
@@ -50,7 +51,7 @@ from attrsr.attribution._common import (
 from attrsr.attribution.integrate import DEFAULT_CHUNK, _check_chunk, integrated_gradients, lam
 from attrsr.errors import AttrsrError
 
-METHODS = ("lam", "ig", "grad", "grad_input", "guided_backprop", "smoothgrad", "vargrad", "input_grad")
+METHODS = ("lam", "ig", "grad", "grad_input", "guided_backprop", "smoothgrad", "vargrad", "input_grad", "cam")
 
 _COMMON = {"objective", "channels_last"}
 OPTIONS: dict[str, set[str]] = {
@@ -62,6 +63,7 @@ OPTIONS: dict[str, set[str]] = {
     "smoothgrad": _COMMON | {"samples", "noise", "seed", "chunk"},
     "vargrad": _COMMON | {"samples", "noise", "seed", "chunk"},
     "input_grad": {"channels_last"},
+    "cam": _COMMON | {"steps", "fraction", "max_dist", "path", "sigma", "kernel_size", "resolution"},
 }
 _ALIASES = {
     "gradient": "grad", "saliency": "grad", "vanilla": "grad", "gradxinput": "grad_input",
@@ -335,6 +337,12 @@ def _lam(model, lr, window, **options) -> AttributionResult:
     return lam(model, lr, window, **options)
 
 
+def _cam(model, lr, window, **options) -> AttributionResult:
+    from attrsr.attribution.cam import cam
+
+    return cam(model, lr, window, **options)
+
+
 _DISPATCH = {
     "lam": _lam,
     "ig": _ig,
@@ -344,4 +352,5 @@ _DISPATCH = {
     "smoothgrad": _noise_tunnel("smoothgrad"),
     "vargrad": _noise_tunnel("vargrad"),
     "input_grad": _input_grad,
+    "cam": _cam,
 }

@@ -6,6 +6,7 @@ number per sample (B,); attribution methods differentiate it w.r.t. the LR input
 
 * :func:`gradient_detector` — LAM's detector (METHODS.md §1.3): the summed gradient magnitude of the
   SR output inside the window.
+* :func:`image_detector` — the same detector over the whole output (no window; CAM's saliency for ADD).
 * :func:`window_sum` — the thesis's objective (METHODS.md §4): the plain pixel sum over the window.
 """
 
@@ -108,6 +109,14 @@ def gradient_detector(sr: torch.Tensor, window: Window) -> torch.Tensor:
         )
     v = (crop[..., :-1, :-1] - crop[..., 1:, :-1]) ** 2
     hd = (crop[..., :-1, :-1] - crop[..., :-1, 1:]) ** 2
+    return torch.sqrt(v + hd).flatten(1).sum(1)
+
+
+def image_detector(sr: torch.Tensor) -> torch.Tensor:
+    """LAM's detector over the whole SR output (B,C,H,W) → (B,): Σ sqrt(V + Hd) on the (H−1)×(W−1)
+    grid. The reconstruction objective of CAM's saliency for ADD (no window)."""
+    v = (sr[..., :-1, :-1] - sr[..., 1:, :-1]) ** 2
+    hd = (sr[..., :-1, :-1] - sr[..., :-1, 1:]) ** 2
     return torch.sqrt(v + hd).flatten(1).sum(1)
 
 
