@@ -64,3 +64,79 @@ def test_scenarios_respect_their_windows_and_flat_images_carry_no_prior():
         assert bool((d <= 3).all() & (d > 0).all()) if inside else bool((d > 5).all()), (scenario, d)
     flat = torch.full((1, 3, 40, 40), 0.3, dtype=torch.float64)
     assert not bool(prior_regions(flat).valid[0])
+
+
+def test_planted_photo_patches_are_found_in_a_real_photo():
+    from skimage import data
+
+    background = to_grey(_photo(size=48, at=(250, 250)))
+    cat = torch.from_numpy(data.chelsea()).permute(2, 0, 1).double() / 255
+    stamp = to_grey(cat[:, 100:105, 200:205])
+    places = [(10, 10), (5, 35), (35, 25)]  # top-left; (10, 10) is on the template grid
+    img = background.clone()
+    for r, c in places:
+        img[r : r + 5, c : c + 5] = stamp
+    res = prior_regions(img[None], patch=5, n_ssr=2, scenario=2, threshold=0.5)
+    assert bool(res.valid[0])
+    assert {tuple(x) for x in res.centres[0].tolist()} == {(r + 2, c + 2) for r, c in places}
+    torch.testing.assert_close(res.weights[0], torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-9)
+
+
+def _prior_setup():
+    from attrsr import models
+    from attrsr.resize import imresize
+
+    torch.manual_seed(0)
+    model = models.create("edsr-baseline", scale=2, n_resblocks=1, n_feats=8).double()
+    hr = torch.stack([_photo(size=32, at=(60, 150)), _photo(size=32, at=(220, 300))])
+    lr = torch.stack([imresize(x, 0.5) for x in hr]).clamp(0, 1)
+    regions = prior_regions(lr, patch=4, n_ssr=2, scenario=2, threshold=0.0)
+    return model, lr, regions
+
+
+def test_prior_loss_gradient_matches_finite_differences():
+    from attrsr.attribution.prior import attribution_prior_loss, region_input_gradient
+
+    model, lr, regions = _prior_setup()
+    assert bool(regions.valid.all())
+
+    def loss_of_model():
+        x = lr.clone().requires_grad_(True)
+        a = region_input_gradient(model(x), x, regions.poi, 2)
+        return attribution_prior_loss(a, regions).mean()
+
+    weight = dict(model.named_parameters())["net.body.0.body.0.weight"]
+    (grad,) = torch.autograd.grad(loss_of_model(), weight)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        idx = tuple(int(torch.randint(0, n, (1,), generator=gen)) for n in weight.shape)
+        eps = 1e-5
+        with torch.no_grad():
+            weight[idx] += eps
+        up = float(loss_of_model().detach())
+        with torch.no_grad():
+            weight[idx] -= 2 * eps
+        down = float(loss_of_model().detach())
+        with torch.no_grad():
+            weight[idx] += eps
+        fd = (up - down) / (2 * eps)
+        assert fd == pytest.approx(float(grad[idx]), rel=1e-5, abs=1e-10)
+    assert float(grad.abs().max()) > 0
+
+
+def test_prior_loss_is_zero_when_s_equals_w_and_for_samples_without_prior():
+    from attrsr.attribution.prior import attribution_prior_loss, region_input_gradient
+
+    model, lr, regions = _prior_setup()
+    x = lr.clone().requires_grad_(True)
+    a = region_input_gradient(model(x), x, regions.poi, 2).detach()
+    n = a.abs().sum(1)
+    n_poi = (n * regions.poi).flatten(1).sum(1)
+    n_ssr = (n[:, None] * regions.ssr).flatten(2).sum(2)
+    regions.weights = n_ssr / (n_poi[:, None] + n_ssr)  # the targets equal s
+    assert float(attribution_prior_loss(a, regions).abs().max()) < 1e-20
+    regions.weights = torch.full_like(regions.weights, 0.5)
+    loss = attribution_prior_loss(a, regions)
+    assert bool((loss > 0).all())
+    regions.valid[0] = False
+    assert float(attribution_prior_loss(a, regions)[0]) == 0.0
