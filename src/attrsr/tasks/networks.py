@@ -1,0 +1,149 @@
+"""Task networks in plain torch: a ResNet-18 classifier and a DeepLabV3-style segmenter on the same
+backbone. Parameter names follow torchvision's ``resnet18`` (``conv1``, ``bn1``, ``layer1.0.conv1`` …,
+``fc``), so its published weights load unchanged where a user has them as a file; nothing is
+downloaded. Inputs: RGB in [0,1], normalised inside with the ImageNet mean/std (as torchvision's
+weights expect), so SR outputs feed them directly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from attrsr.errors import AttrsrError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        idt = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + idt)
+
+
+class ResNet18Backbone(nn.Module):
+    """torchvision's ResNet-18 trunk; ``dilate_last`` replaces layer4's stride by dilation 2
+    (output stride 16, as DeepLabV3 does)."""
+
+    LEVELS = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+    def __init__(self, dilate_last: bool = False) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
+        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
+        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
+        if dilate_last:  # stride 1, then dilation 2 (torchvision's replace_stride_with_dilation)
+            self.layer4 = nn.Sequential(BasicBlock(256, 512, 1, 1), BasicBlock(512, 512, 1, 2))
+        else:
+            self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (x - self.mean) / self.std
+        out = {"stem": self.maxpool(self.relu(self.bn1(self.conv1(x))))}
+        for name in self.LEVELS[1:]:
+            out[name] = getattr(self, name)(out[list(out)[-1]])
+        return out
+
+
+def resnet18_backbone(dilate_last: bool = False) -> ResNet18Backbone:
+    return ResNet18Backbone(dilate_last)
+
+
+class TaskNetwork(nn.Module):
+    """``features(x)`` → {level: map}; ``head(features)`` → output; ``forward = head ∘ features``."""
+
+    feature_levels: tuple[str, ...] = ()
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def head(self, feats: dict[str, torch.Tensor], size: tuple[int, int] | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x), tuple(x.shape[-2:]))
+
+    def check_levels(self, names) -> None:
+        bad = [n for n in names if n not in self.feature_levels]
+        if bad:
+            raise AttrsrError(f"{type(self).__name__} has no feature level(s) {', '.join(bad)}; it has: {', '.join(self.feature_levels)}")
+
+
+class ResNet18Classifier(TaskNetwork):
+    """ResNet-18 (11,689,512 parameters at 1000 classes, as torchvision's) with its own class count."""
+
+    feature_levels = ResNet18Backbone.LEVELS
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.backbone = ResNet18Backbone()
+        self.fc = nn.Linear(512, num_classes)
+
+    def features(self, x):
+        return self.backbone(x)
+
+    def head(self, feats, size=None):
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(feats["layer4"], 1), 1))
+
+
+class ASPP(nn.Module):
+    """DeepLabV3's atrous spatial pyramid pooling: 1×1, three dilated 3×3 and image pooling."""
+
+    def __init__(self, cin: int, cout: int = 128, rates=(6, 12, 18)) -> None:
+        super().__init__()
+
+        def branch(k, d):
+            return nn.Sequential(nn.Conv2d(cin, cout, k, padding=0 if k == 1 else d, dilation=d, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        self.convs = nn.ModuleList([branch(1, 1)] + [branch(3, r) for r in rates])
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(cin, cout, 1, bias=False), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(nn.Conv2d(cout * (len(rates) + 2), cout, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+    def forward(self, x):
+        outs = [c(x) for c in self.convs]
+        outs.append(F.interpolate(self.pool(x), size=x.shape[-2:], mode="bilinear", align_corners=False))
+        return self.project(torch.cat(outs, 1))
+
+
+class DeepLabV3Segmenter(TaskNetwork):
+    """DeepLabV3-style segmenter: dilated ResNet-18 (output stride 16) + ASPP + 1×1 classifier,
+    logits upsampled bilinearly to the input size. The TDP level is ``backbone`` (layer4's output,
+    what feeds the head)."""
+
+    feature_levels = (*ResNet18Backbone.LEVELS, "backbone")
+
+    def __init__(self, num_classes: int = 11, aspp_channels: int = 128) -> None:
+        super().__init__()
+        self.backbone = ResNet18Backbone(dilate_last=True)
+        self.aspp = ASPP(512, aspp_channels)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+
+    def features(self, x):
+        feats = self.backbone(x)
+        feats["backbone"] = feats["layer4"]
+        return feats
+
+    def head(self, feats, size=None):
+        logits = self.classifier(self.aspp(feats["backbone"]))
+        return logits if size is None else F.interpolate(logits, size=size, mode="bilinear", align_corners=False)

@@ -1,0 +1,83 @@
+"""SR4IR's task pieces: network shapes and sizes, CQMix, the TDP loss's gradient flow, mIoU on real labels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from attrsr import models
+from attrsr.errors import AttrsrError
+from attrsr.tasks import ConfusionMatrix, DeepLabV3Segmenter, ResNet18Classifier, cqmix, tdp_loss
+from conftest import DATA, need
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_resnet18_has_torchvisions_size_and_names():
+    net = ResNet18Classifier(1000)
+    assert sum(p.numel() for p in net.parameters()) == 11_689_512
+    keys = set(net.state_dict())
+    assert {"backbone.conv1.weight", "backbone.layer4.1.bn2.running_var", "fc.bias"} <= keys
+    seg = DeepLabV3Segmenter(11).eval()
+    with torch.no_grad():
+        out = seg(torch.rand(1, 3, 64, 48))
+        feats = seg.features(torch.rand(1, 3, 64, 48))
+    assert out.shape == (1, 11, 64, 48) and feats["backbone"].shape[-2:] == (4, 3)  # output stride 16
+
+
+def test_cqmix_takes_whole_cells_from_exactly_one_source():
+    gen = torch.Generator().manual_seed(0)
+    sr, hr = torch.full((64, 3, 32, 32), 0.25), torch.full((64, 3, 32, 32), 0.75)
+    mixed, mask = cqmix(sr, hr, 4, gen)
+    assert bool(((mixed == 0.25) | (mixed == 0.75)).all())
+    assert torch.equal(mixed == 0.25, mask.bool().expand_as(mixed))
+    cells = mask[:, 0].unfold(1, 8, 8).unfold(2, 8, 8)  # (B,4,4,8,8)
+    assert bool((cells.amin((-2, -1)) == cells.amax((-2, -1))).all())
+    share = float(mask.mean())
+    assert 0.45 < share < 0.55  # 1024 Bernoulli(0.5) cells
+    with pytest.raises(AttrsrError, match="whole cells"):
+        cqmix(sr[..., :30], hr[..., :30], 4)
+
+
+def test_tdp_loss_is_zero_for_equal_images_and_trains_only_the_sr_network():
+    torch.manual_seed(0)
+    sr_net = models.create("edsr-baseline", scale=2, n_resblocks=1, n_feats=8)
+    task = DeepLabV3Segmenter(11).eval()
+    for p in task.parameters():
+        p.requires_grad_(False)
+    before = {k: v.clone() for k, v in task.state_dict().items()}
+    lr, hr = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 32, 32)
+    assert float(tdp_loss(task, hr, hr, {"backbone": 1.0})) == 0.0
+    loss = tdp_loss(task, sr_net(lr), hr, {"backbone": 1.0, "layer2": 0.5})
+    loss.backward()
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in sr_net.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in task.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in task.state_dict().items())  # eval mode: BN stats untouched
+    with pytest.raises(AttrsrError, match="no feature level"):
+        tdp_loss(task, hr, hr, {"fpn3": 1.0})
+
+
+def test_miou_equals_a_hand_computation_on_real_camvid_labels():
+    path = need(DATA / "tasks" / "camvid" / "trainannot" / "0001TP_006690.png")
+    label = torch.from_numpy(np.array(Image.open(path))).long()
+    assert int(label.max()) <= 11
+    pred = label.clone()
+    pred[100:200, 100:300] = 3  # paint a block as road
+    pred[pred == 11] = 0  # the ignore region gets some prediction; it must not count
+    pred[:, :40] = torch.roll(label[:, :40], 7, 0).clamp(max=10)
+    cm = ConfusionMatrix(11, ignore_index=11)
+    cm.update(pred, label)
+    keep = label != 11
+    ious = []
+    for c in range(11):
+        t, p = (label == c) & keep, (pred == c) & keep
+        if t.any():
+            ious.append(float((t & p).sum()) / float((t | p).sum()))
+    assert cm.miou() == pytest.approx(np.mean(ious), abs=1e-12)
+    assert 0.3 < cm.miou() < 0.99
+    bad = label.clone()
+    bad[0, 0] = 12
+    with pytest.raises(AttrsrError, match="outside 0..10"):
+        ConfusionMatrix(11, ignore_index=11).update(pred, bad)
