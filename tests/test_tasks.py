@@ -81,3 +81,28 @@ def test_miou_equals_a_hand_computation_on_real_camvid_labels():
     bad[0, 0] = 12
     with pytest.raises(AttrsrError, match="outside 0..10"):
         ConfusionMatrix(11, ignore_index=11).update(pred, bad)
+
+
+def test_task_data_follow_the_readme():
+    from attrsr.tasks.datasets import camvid, cub50, load_segmentation, make_lr, random_crop_flip
+
+    root = need(DATA / "tasks")
+    train, test = cub50(root / "cub50", "train"), cub50(root / "cub50", "test")
+    assert (len(train), len(test)) == (1500, 1449)  # the inverted flag: 0 = train
+    assert np.bincount([s.label for s in train]).tolist() == [30] * 50
+    seg = camvid(root / "camvid", "train")
+    assert len(seg) == 62
+    img, lab = load_segmentation(seg[0])
+    assert img.shape == (3, 360, 480) and lab.shape == (360, 480) and int(lab.max()) <= 11
+    rng = np.random.default_rng(0)
+    ci, cl = random_crop_flip(img, lab, 96, rng)
+    # the crop of the label is the crop of the image: find it back by matching pixels
+    hits = [(t, l) for t in range(360 - 95) for l in range(480 - 95)
+            if torch.equal(img[:, t, l : l + 96], ci[:, 0]) or torch.equal(img[:, t, l : l + 96].flip(-1), ci[:, 0])]
+    assert hits
+    t, l = hits[0]
+    flipped = not torch.equal(img[:, t, l : l + 96], ci[:, 0])
+    expect = lab[t : t + 96, l : l + 96]
+    assert torch.equal(cl, expect.flip(-1) if flipped else expect)
+    lr = make_lr(ci[None], 4)
+    assert lr.shape == (1, 3, 24, 24) and torch.equal(lr, (lr * 255).round() / 255)
