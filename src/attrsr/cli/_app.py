@@ -10,11 +10,39 @@ from collections.abc import Callable
 from typing import Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from attrsr.errors import AttrsrError
 
-app = typer.Typer(
+class _PlainFlags:
+    """Help shows on/off switches (``--allow-pickle``, ``--resume``, ``--help``) as plain flags:
+    typer's rich help would print them as ``--resume <bool>``, as if they took a value."""
+
+    def get_params(self, ctx):  # type: ignore[no-untyped-def]
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""  # an empty type column; the metavar is used for nothing else on a flag
+        return params
+
+
+class _Command(_PlainFlags, TyperCommand):
+    pass
+
+
+class _Group(_PlainFlags, TyperGroup):
+    pass
+
+
+class _App(typer.Typer):
+    def command(self, *args: Any, **kwargs: Any):  # type: ignore[override]
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _App(
     name="attrsr",
+    cls=_Group,
     help="Attribution-driven image super-resolution: evaluate, interpret (LAM, DI) and train SR networks.",
     no_args_is_help=True,
     add_completion=False,

@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from attrsr.cli._app import app, user_errors
+from attrsr.models.pretrained import shipped_scales
 
 
 def shared_set5() -> Path | None:
@@ -28,7 +29,7 @@ def shared_set5() -> Path | None:
 @user_errors
 def demo_command(
     out: Path = typer.Option(Path("demo-out"), "--out", "-o", help="Folder for SR images and summary.json."),
-    scale: int = typer.Option(2, "--scale", "-s", help="Upscaling factor of the shipped model."),
+    scale: int = typer.Option(2, "--scale", "-s", help=f"Upscaling factor of the shipped model: {' or '.join(map(str, shipped_scales()))}."),
     train: bool = typer.Option(False, "--train", help="First train the model from scratch with the shipped recipe (minutes)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
 ) -> None:

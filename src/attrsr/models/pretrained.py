@@ -37,6 +37,11 @@ def shipped() -> list[dict[str, Any]]:
     return out
 
 
+def shipped_scales() -> list[int]:
+    """The scales a shipped model exists for, ascending."""
+    return sorted({int(info["scale"]) for info in shipped()})
+
+
 def default_info(scale: int) -> dict[str, Any]:
     for info in shipped():
         if int(info["scale"]) == scale:
