@@ -8,7 +8,6 @@ the SR images and ``summary.json`` to ``--out``.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,9 @@ from attrsr.models.pretrained import shipped_scales
 
 
 def shared_set5() -> Path | None:
-    root = Path(os.environ.get("ATTRSR_DATA") or Path("..") / "shared" / "data")
-    set5 = root / "benchmarks" / "Set5"
+    from attrsr.datadir import data_root
+
+    set5 = data_root() / "benchmarks" / "Set5"
     return set5 if (set5 / "HR").is_dir() else None
 
 

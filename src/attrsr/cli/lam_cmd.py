@@ -13,6 +13,7 @@ from typing import Optional
 
 import typer
 
+from attrsr import datadir
 from attrsr.cli._app import app, user_errors
 from attrsr.cli._common import resolve_model
 from attrsr.errors import AttrsrError
@@ -20,15 +21,20 @@ from attrsr.errors import AttrsrError
 
 def load_lr(lr: Path | None, hr: Path | None, scale: int):
     """``--lr`` or ``--hr`` (exactly one) → (lr (3,h,w), hr (3,H,W) or None). HR is modcropped and
-    downsampled with MATLAB bicubic (rounded to 8 bits), as benchmark LR files are made."""
+    downsampled with MATLAB bicubic (rounded to 8 bits), as benchmark LR files are made. A relative
+    path that does not exist is looked up under ``$ATTRSR_DATA/benchmarks``."""
     from attrsr.images import load_image, modcrop
     from attrsr.resize import downsample
 
     if (lr is None) == (hr is None):
         raise AttrsrError("give exactly one of --lr IMAGE (the network's input) or --hr IMAGE (LR made from it by MATLAB bicubic)")
+    given = lr if lr is not None else hr
+    path = datadir.resolve(given, "benchmarks")  # LAM_test_images/1.png → $ATTRSR_DATA/benchmarks/...
+    if not path.exists():
+        raise AttrsrError(f"{given}: image file not found{datadir.looked_in(given, 'benchmarks')}")
     if lr is not None:
-        return load_image(lr), None
-    hr_t = modcrop(load_image(hr), scale)
+        return load_image(path), None
+    hr_t = modcrop(load_image(path), scale)
     if min(hr_t.shape[-2:]) < scale:
         raise AttrsrError(f"{hr}: image is smaller than the scale {scale}")
     return downsample(hr_t[None], scale)[0], hr_t

@@ -8,7 +8,8 @@
 * **HR-only** — ``ROOT/HR/`` without LR files, or any folder of images: LR is made from the
   ``modcrop``-ped HR with MATLAB bicubic and rounded to 8 bits;
 * ``samples`` / ``samples:val`` / ``samples:train`` — the photos bundled with scikit-image & co.;
-* a bare name such as ``Set5`` that is no existing path — ``$ATTRSR_DATA/benchmarks/<name>``.
+* a name such as ``Set5`` that is no existing path — ``$ATTRSR_DATA/benchmarks/<name>`` (see
+  :mod:`attrsr.datadir`; the variable defaults to ``../shared/data``).
 
 HR is always ``modcrop``-ped to a multiple of the scale. Every pairing problem (a missing partner, an
 LR whose size is not HR/scale, an unreadable file) is found when the dataset is opened, before any
@@ -18,7 +19,6 @@ work, and named in an :class:`AttrsrError`.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from pathlib import Path
 
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from attrsr import datadir
 from attrsr.errors import AttrsrError
 from attrsr.images import IMAGE_SUFFIXES, list_images, modcrop, read_image, to_tensor
 from attrsr.resize import downsample
@@ -197,14 +198,11 @@ def open_dataset(path: str | Path, scale: int, name: str | None = None, check: b
 
 
 def _resolve_root(root: Path) -> Path:
-    """A path as given, or a bare name (``Set5``) looked up in ``$ATTRSR_DATA/benchmarks``."""
-    if root.exists():
-        return root
-    data = os.environ.get("ATTRSR_DATA")
-    if data and len(root.parts) == 1 and (Path(data) / "benchmarks" / root.name).is_dir():
-        return Path(data) / "benchmarks" / root.name
-    hint = "" if data else " (bare names are looked up in $ATTRSR_DATA/benchmarks; ATTRSR_DATA is not set)"
-    raise AttrsrError(f"{root}: dataset folder not found{hint}")
+    """A path as given, or a name (``Set5``) looked up in ``$ATTRSR_DATA/benchmarks``."""
+    found = datadir.resolve(root, "benchmarks")
+    if found.exists():
+        return found
+    raise AttrsrError(f"{root}: dataset folder not found{datadir.looked_in(root, 'benchmarks')}")
 
 
 def _div2k_dirs(root: Path) -> tuple[Path | None, Path | None]:

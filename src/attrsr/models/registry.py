@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from attrsr import datadir
 from attrsr.errors import AttrsrError
 
 Builder = Callable[..., nn.Module]
@@ -141,15 +142,18 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
 
     Containers (``params_ema`` preferred over ``params``, ``state_dict``, ``model``…) are unwrapped and
     ``module.`` prefixes (DataParallel) stripped. ``allow_pickle=False`` uses ``weights_only=True``;
-    a legacy pickle that needs more raises an error that names the flag to pass.
+    a legacy pickle that needs more raises an error that names the flag to pass. A relative path
+    that does not exist is looked up in the shared data folder (``PANx4_DF2K.pth`` →
+    ``$ATTRSR_DATA/weights/pan/PANx4_DF2K.pth``, see :mod:`attrsr.datadir`).
     """
-    path = Path(path)
+    given = path
+    path = datadir.resolve(path, "weights")
     if path.is_dir():
         found = sorted(p.name for p in path.iterdir() if p.suffix in (".pth", ".pt", ".ckpt", ".safetensors"))
         hint = f" (it holds: {', '.join(found[:6])}{', …' if len(found) > 6 else ''})" if found else ""
         raise AttrsrError(f"{path}: is a folder, not a checkpoint file; pass the checkpoint file itself{hint}")
     if not path.is_file():
-        raise AttrsrError(f"{path}: checkpoint file not found")
+        raise AttrsrError(f"{path}: checkpoint file not found{datadir.looked_in(given, 'weights')}")
     if path.stat().st_size == 0:
         raise AttrsrError(f"{path}: checkpoint file is empty")
     if path.suffix.lower() == ".safetensors":
