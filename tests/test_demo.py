@@ -56,6 +56,30 @@ def test_demo_beats_bicubic_and_writes_summary(tmp_path, monkeypatch):
         assert set5["bicubic_psnr_y"] == pytest.approx(33.68, abs=0.02)  # the standard x2 bicubic number
         assert set5["psnr_y"] - set5["bicubic_psnr_y"] >= 1.0
         assert len(list((out / "sr" / "Set5").glob("*.png"))) == 5
+    _check_demo_lam(summary["lam"], out / "lam")
+
+
+def _check_demo_lam(lam: dict, folder: Path) -> None:
+    """The demo's LAM: at the most spread-out of the six most textured windows of chelsea, whose
+    map spreads wider than at the single most textured window (the demo's earlier choice)."""
+    from attrsr.attribution import lam as run_lam
+    from attrsr.attribution.analysis import auto_windows
+    from attrsr.data import load_sample
+    from attrsr.images import modcrop, to_tensor
+    from attrsr.resize import downsample
+
+    model = load_default(2)
+    hr = modcrop(to_tensor(load_sample("chelsea")), 2)
+    lr = downsample(hr[None], 2)[0]
+    textured = auto_windows(hr, n=6, size=16, border=8)
+    window = (lam["window"]["x"], lam["window"]["y"], lam["window"]["size"])
+    assert window in [(w.x, w.y, w.size) for w in textured]
+    assert window != (textured[0].x, textured[0].y, textured[0].size)
+    most_textured = run_lam(model, lr, textured[0], steps=8).di  # measured 0.167 (the chosen one: 0.179)
+    assert lam["di"] > most_textured + 0.005
+    assert lam["params"]["steps"] == 50 and lam["completeness"]["relative_error"] < 0.1
+    html = (folder / "index.html").read_text()
+    assert f"{lam['di']:.4f}" in html and (folder / "figure.png").is_file()
 
 
 @pytest.mark.slow
@@ -64,10 +88,11 @@ def test_demo_train_reproduces_the_shipped_model(tmp_path, monkeypatch):
     monkeypatch.setenv("ATTRSR_DATA", str(tmp_path / "no-shared-data"))  # the bundled photos only
     monkeypatch.setenv("ATTRSR_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "demo"
-    result = CliRunner().invoke(app, ["demo", "--train", "--out", str(out), "--no-progress"])
+    result = CliRunner().invoke(app, ["demo", "--train", "--no-lam", "--out", str(out), "--no-progress"])  # LAM: tested above
     assert result.exit_code == 0, result.output + result.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["training"]["iterations"] == 1500
     val = summary["datasets"]["samples-val"]
     assert val["psnr_y"] - val["bicubic_psnr_y"] >= 1.2
     assert (out / "train" / "model.safetensors").is_file() and (out / "train" / "latest.pt").is_file()
+    assert "lam" not in summary and not (out / "lam").exists()

@@ -172,8 +172,8 @@ def pictures(
 ) -> dict[str, np.ndarray]:
     """The picture set of one result, all at SR size (H,W,3) uint8 except ``zoom``.
 
-    Keys: ``sr_window`` (SR with the window), ``zoom`` (the window enlarged), ``heatmap``,
-    ``heat_zoom`` (the heatmap's close-up, see :func:`focus_box`), ``blend`` (heatmap over the
+    Keys: ``sr_window`` (SR with the window), ``zoom`` (the SR's close-up), ``heatmap``,
+    ``heat_zoom`` (the heatmap's close-up of the same square, see :func:`focus_box`), ``blend`` (heatmap over the
     upscaled LR), ``kde`` (if asked). ``box`` fixes the close-up's square (SR pixels).
     """
     s = result.scale
@@ -182,11 +182,13 @@ def pictures(
     box = box or focus_box(result.saliency, s, result.window)
     z = max(1, 256 // (box[2] - box[0]))
     local = Window(result.window.x - box[0], result.window.y - box[1], result.window.size)
+    inner = Window(local.x * z, local.y * z, local.size * z)
     out = {
         "sr_window": draw_window(sr, result.window),
-        "zoom": window_zoom(sr, result.window),
+        # The two close-ups show the same square at the same enlargement, side by side comparable.
+        "zoom": draw_window(crop_zoom(sr, box), inner, width=max(2, z // 2)),
         "heatmap": draw_window(heat, result.window),
-        "heat_zoom": draw_window(crop_zoom(heat, box), Window(local.x * z, local.y * z, local.size * z), width=max(2, z // 2)),
+        "heat_zoom": draw_window(crop_zoom(heat, box), inner, width=max(2, z // 2)),
         "blend": draw_window(blend(upscaled_lr(lr, s), heat, 0.5), result.window),
     }
     if kde:
@@ -205,7 +207,7 @@ def save_pictures(pics: dict[str, np.ndarray], out_dir: str | Path, prefix: str 
 
 _TITLES = {
     "sr_window": "SR output + window",
-    "zoom": "window (enlarged)",
+    "zoom": "SR (close-up)",
     "heatmap": "attribution",
     "heat_zoom": "attribution (close-up)",
     "blend": "attribution over LR",
@@ -249,10 +251,19 @@ def figure_png(fig) -> bytes:
     return buf.getvalue()
 
 
+FIGURE_PANELS = ("sr_window", "zoom", "heatmap", "heat_zoom", "blend", "kde")
+
+
+def figure_caption(pics: dict[str, np.ndarray]) -> str:
+    """A caption naming the panels of :func:`figure`, left to right."""
+    return " · ".join(_TITLES[k] for k in FIGURE_PANELS if k in pics)
+
+
 def figure(result: AttributionResult, lr: torch.Tensor, *, title: str | None = None, pics: dict[str, np.ndarray] | None = None) -> bytes:
-    """One row: SR + window, window zoom, heatmap, its close-up, blend, KDE — DI in the title. PNG bytes."""
+    """One row: SR + window, SR close-up, heatmap, its close-up (same region), blend, KDE — DI in the
+    title. PNG bytes."""
     pics = pics or pictures(result, lr)
-    keys = [k for k in ("sr_window", "zoom", "heatmap", "heat_zoom", "blend", "kde") if k in pics]
+    keys = [k for k in FIGURE_PANELS if k in pics]
     fig = _new_figure(3.0 * len(keys) + 0.8, 3.5)
     axes = fig.subplots(1, len(keys), squeeze=False)[0]
     for ax, k in zip(axes, keys):

@@ -113,11 +113,13 @@ def _lam_page(info: dict[str, Any], result: AttributionResult, fig: bytes, pics:
         "method": result.method,
         "model": info["model"],
         "window (x, y, size)": f"{w.x}, {w.y}, {w.size}",
-        "Diffusion Index": round(result.di, 3) if math.isfinite(result.di) else "undefined (zero map)",
-        "time (s)": round(result.seconds, 2),
+        # Values as measured, printed with 4 decimals by the page (rounding first would print
+        # invented digits: 0.16570 rounded to 0.166 shows as "0.1660").
+        "Diffusion Index": result.di if math.isfinite(result.di) else "undefined (zero map)",
+        "time (s)": f"{result.seconds:.2f}",
     }
     if "psnr_y" in info:
-        facts["SR Y-PSNR (dB)"] = round(info["psnr_y"], 3)
+        facts["SR Y-PSNR (dB)"] = info["psnr_y"]
     if result.completeness_error is not None:
         facts["completeness |ΣA − ΔD|"] = f"{result.completeness_error:.4g} ({100 * (result.relative_completeness_error or 0):.2f}% of ΔD = {result.objective_input - result.objective_baseline:.4g}, {result.steps} steps)"
     rc = info.get("randomisation_check")
@@ -125,11 +127,23 @@ def _lam_page(info: dict[str, Any], result: AttributionResult, fig: bytes, pics:
         facts["randomisation check"] = f"{'passed' if rc['passed'] else 'FAILED'} (Pearson r = {rc['pearson_context']:.3f} outside the window, {rc['pearson']:.3f} over the whole map, between the trained and re-initialised maps; DI {rc['di_trained']:.2f} vs {rc['di_random']:.2f})"
     page.facts(facts)
     page.paragraph(HOW_TO_READ)
-    page.image(fig, "SR with the window · window enlarged · attribution · attribution over the upscaled LR · KDE")
+    page.image(fig, viz.figure_caption(pics))
     page.heading("Pictures")
     page.gallery([(_png(pics[k]), viz._TITLES[k]) for k in pics], width=300)
     page.paragraph("Files: " + ", ".join(sorted(info["files"].values())))
     return page
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _windows_per_image(plan: Sequence[tuple[Any, Sequence[Window]]]) -> str:
+    """"1 window per image", or the range and the total when images have different numbers."""
+    counts = sorted({len(w) for _, w in plan})
+    if len(counts) == 1:
+        return f"{_count(counts[0], 'window')} per image"
+    return f"{counts[0]}–{counts[-1]} windows per image ({sum(len(w) for _, w in plan)} in all)"
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -334,7 +348,7 @@ def interpret(
         "seconds": round(time.perf_counter() - started, 2),
     }
 
-    page = HtmlPage(title, f"{len(models)} model(s) × {len(plan)} image(s) × {sum(len(w) for _, w in plan)} window(s) · ×{scale} · methods: {', '.join(methods)}")
+    page = HtmlPage(title, f"{_count(len(models), 'model')} × {_count(len(plan), 'image')} × {_windows_per_image(plan)} · ×{scale} · methods: {', '.join(methods)}")
     page.paragraph(HOW_TO_READ)
     page.heading("Models")
     page.table(per_model, caption="Mean DI over all images and windows; mean Y-PSNR over the images")
