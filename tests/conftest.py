@@ -1,7 +1,9 @@
 """Shared fixtures: where the real benchmark data and weights live, and the bundled photos.
 
 The shared data folder is reached by path (``ATTRSR_DATA``, default ``../shared/data`` beside the
-repository); tests that need it skip cleanly when it is absent.
+repository; an empty ``ATTRSR_DATA`` counts as unset). Tests that need it skip cleanly when the
+default folder is absent. An ``ATTRSR_DATA`` that names a missing or empty folder stops the run
+with one error instead: the real-data tests would otherwise all be skipped without anyone noticing.
 """
 
 from __future__ import annotations
@@ -12,12 +14,22 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("ATTRSR_DATA") or REPO.parent / "shared" / "data")
+DATA_ENV = os.environ.get("ATTRSR_DATA") or ""
+DATA = Path(DATA_ENV or REPO.parent / "shared" / "data")
 SET5 = DATA / "benchmarks" / "Set5"
 LAM_IMAGES = DATA / "benchmarks" / "LAM_test_images"
 WEIGHTS = DATA / "weights"
 PAN_X4 = WEIGHTS / "pan" / "PANx4_DF2K.pth"
 IMDN_X4 = WEIGHTS / "imdn" / "IMDN_x4.pth"
+
+
+def pytest_configure(config) -> None:
+    if DATA_ENV and not (DATA.is_dir() and any(DATA.iterdir())):
+        raise pytest.UsageError(
+            f"ATTRSR_DATA={DATA_ENV} is {'an empty folder' if DATA.is_dir() else 'not a folder'}: every test on real "
+            "checkpoints and benchmark images would be skipped. Point it at the shared data folder, or unset it "
+            "(default ../shared/data beside the repository; skipped cleanly where that is absent)."
+        )
 
 
 def need(*paths: Path) -> Path:

@@ -361,3 +361,31 @@ def test_interpret_refuses_guided_backprop_on_a_non_relu_net_before_any_attribut
         rep.interpret({"pan": pan}, [pair], tmp_path / "r", windows={"*": [WINDOW]}, methods=["lam", "guided_backprop"],
                       method_options={"lam": {"steps": 2}})
     assert calls == [] and not (tmp_path / "r").exists()
+
+
+def test_vargrad_is_captums_noise_tunnel_variance():
+    """VarGrad = Var over noise samples of the gradient = E[g²] − E[g]², as Captum's NoiseTunnel defines
+    it; not SmoothGrad squared (E[g]²). Same seed, same batch → the same noise draws in both."""
+    from captum.attr import NoiseTunnel, Saliency
+
+    net = ModuleReLUNet().eval()
+    gen = torch.Generator().manual_seed(5)
+    lr = torch.rand(3, 12, 12, generator=gen)
+    w = Window(6, 6, 8)
+    samples, noise, seed = 6, 0.05, 3
+    ours = attribute(net, lr, w, method="vargrad", samples=samples, noise=noise, seed=seed, chunk=samples).attribution
+
+    def tunnel(kind: str) -> torch.Tensor:
+        x = lr[None].clone().requires_grad_(True)
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            a = NoiseTunnel(Saliency(lambda inp: gradient_detector(net(inp), w))).attribute(
+                x, nt_type=kind, nt_samples=samples, nt_samples_batch_size=samples, stdevs=noise, abs=False)
+        return a[0].detach()
+
+    ref, mean, mean_sq = tunnel("vargrad"), tunnel("smoothgrad"), tunnel("smoothgrad_sq")
+    top = float(ref.abs().max())
+    assert top > 0
+    assert float((ours - ref).abs().max()) <= 1e-5 * top
+    assert float((ref - (mean_sq - mean**2)).abs().max()) <= 1e-5 * top
+    assert float((ours - mean**2).abs().max()) > 0.1 * top  # SmoothGrad² is a different map

@@ -41,10 +41,11 @@ def test_pan_reproduces_author_logs(set5, scale):
     assert len(per_image) == 5
     model = models.load("pan", weights=WEIGHTS / "pan" / f"PANx{scale}_DF2K.pth", scale=scale)
     res = attrsr.evaluate(model, set5, scale, progress=False)["Set5"]
-    assert abs(res["psnr_y"] - mean_psnr) <= 0.01
+    # Measured error 6e-5 dB per image; 1e-3 still catches a wrong BT.601 coefficient, 0.01 did not.
+    assert abs(res["psnr_y"] - mean_psnr) <= 1e-3
     assert abs(res["ssim_y"] - mean_ssim) <= 0.0005
     for name, (p, s) in per_image.items():
-        assert abs(res["images"][name]["psnr_y"] - p) <= 0.01, name
+        assert abs(res["images"][name]["psnr_y"] - p) <= 1e-3, name
         assert abs(res["images"][name]["ssim_y"] - s) <= 0.0005, name
 
 

@@ -126,3 +126,17 @@ def test_jpeg_and_bmp_read_and_write(tmp_path, astronaut):
     assert grey.shape == (512, 512, 3) and np.array_equal(grey[..., 0], grey[..., 2])
     with pytest.raises(AttrsrError, match="unknown image format"):
         images.save_image(astronaut, tmp_path / "a.xyz")
+
+
+def test_rgb2ycbcr_equals_scikit_image_unrounded(astronaut):
+    """BT.601 as MATLAB/BasicSR define it, to the last bit of float64: scikit-image's rgb2ycbcr is an
+    independent implementation of the same matrix and offsets (a wrong coefficient moves PSNR by 0.01 dB)."""
+    from skimage.color import rgb2ycbcr as sk_rgb2ycbcr
+
+    ref = sk_rgb2ycbcr(astronaut)  # uint8 in, float64 out on the [16, 235/240] scale, not rounded
+    ours = images.rgb2ycbcr(astronaut)
+    assert ours.dtype == np.float64 and ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(images.rgb2ycbcr(astronaut, y_only=True).squeeze(), ref[..., 0], rtol=0, atol=1e-10)
+    t = torch.from_numpy(astronaut / 255.0).permute(2, 0, 1)[None]  # the tensor path works in [0, 1] (float64 here)
+    np.testing.assert_allclose(images.rgb2ycbcr(t)[0].permute(1, 2, 0).numpy() * 255, ref, rtol=0, atol=1e-9)

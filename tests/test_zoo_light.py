@@ -9,7 +9,6 @@ reproduce the authors' own test log for that image.
 from __future__ import annotations
 
 import functools
-import os
 import re
 from pathlib import Path
 
@@ -22,9 +21,7 @@ from attrsr.errors import AttrsrError
 from attrsr.images import load_image
 from attrsr.resize import imresize
 
-DATA = Path(os.environ.get("ATTRSR_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-WEIGHTS = DATA / "weights"
-SET5 = DATA / "benchmarks" / "Set5"
+from conftest import DATA, SET5, WEIGHTS  # noqa: E402  (one definition of the data folder: ATTRSR_DATA="" is unset)
 
 LIGHT = ("pan", "imdn", "rfdn", "carn", "carn-m", "fsrcnn", "srcnn", "espcn", "vdsr")
 
