@@ -14,7 +14,7 @@ from torch import nn
 
 from attrsr.data.datasets import SRDataset, open_dataset
 from attrsr.errors import AttrsrError
-from attrsr.fileio import staged_dir
+from attrsr.fileio import check_output, staged_dir
 from attrsr.images import save_image, to_uint8
 from attrsr.metrics import psnr, ssim
 from attrsr.models.tiling import Bicubic, tiled_forward
@@ -73,9 +73,7 @@ def evaluate(
     if border < 0:
         raise AttrsrError(f"--border must be >= 0, got {border}")
     if save_sr is not None:
-        existing = next(p for p in (Path(save_sr).absolute(), *Path(save_sr).absolute().parents) if p.exists())
-        if not existing.is_dir():
-            raise AttrsrError(f"{save_sr}: --save-sr must be a folder, but {existing} is a file; choose another path")
+        check_output(save_sr, "--save-sr", "staged")
     was_training = model.training
     model.eval()
     model.to(device)

@@ -13,6 +13,7 @@ import typer
 from typer.core import TyperCommand, TyperGroup
 
 from attrsr.errors import AttrsrError
+from attrsr.interrupts import Terminated
 
 class _PlainFlags:
     """Help shows on/off switches (``--allow-pickle``, ``--resume``, ``--help``) as plain flags:
@@ -51,7 +52,8 @@ app = _App(
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorator for command functions: AttrsrError → ``error: …`` on stderr, exit code 1."""
+    """Decorator for command functions: AttrsrError → ``error: …`` on stderr, exit code 1;
+    Ctrl-C → ``interrupted`` (130), SIGTERM while outputs are staged → ``terminated`` (143)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -63,6 +65,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)
             raise typer.Exit(code=130) from None
+        except Terminated:
+            print("terminated", file=sys.stderr)
+            raise typer.Exit(code=143) from None
 
     return wrapper
 

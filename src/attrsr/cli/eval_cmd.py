@@ -27,15 +27,14 @@ def eval_command(
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow legacy pickled checkpoints (runs code in the file: trust it)."),
 ) -> None:
     """Evaluate a model with BasicSR-exact Y-channel PSNR/SSIM."""
-    from attrsr.errors import AttrsrError
     from attrsr.evaluation import evaluate, format_rows
+    from attrsr.fileio import check_output
 
-    if json_out is not None:  # refuse an unwritable --json before any work (and before --save-sr is published)
-        if json_out.is_dir():
-            raise AttrsrError(f"{json_out}: --json names a folder; give a file path such as {json_out / 'results.json'}")
-        parent = next((p for p in json_out.absolute().parents if p.exists()), None)
-        if parent is not None and not parent.is_dir():
-            raise AttrsrError(f"{json_out}: cannot write --json there, {parent} is a file; choose another path")
+    # Outputs first: an unwritable --json or --save-sr fails now, not after the evaluation.
+    if json_out is not None:
+        check_output(json_out, "--json", "file")
+    if save_sr is not None:
+        check_output(save_sr, "--save-sr", "staged")
     net = resolve_model(model, weights, scale, allow_pickle=allow_pickle)
     start = time.perf_counter()
     # The progress bar only on a terminal: in logs and pipes it would garble the one-line errors.

@@ -72,6 +72,7 @@ def interpret_command(
     from attrsr.attribution.gradients import OPTIONS, normalise_method
     from attrsr.report.attribution import interpret
     from attrsr.data import open_dataset
+    from attrsr.fileio import check_output
 
     meths = [normalise_method(m) for m in _split_list(methods)]
     if not meths:
@@ -82,6 +83,7 @@ def interpret_command(
         raise AttrsrError(f"--n-windows must be >= 1, got {n_windows}")
     given = {"steps": steps, "sigma": sigma, "chunk": chunk}
     options = {m: {k: v for k, v in given.items() if v is not None and k in OPTIONS[m]} for m in meths}
+    check_output(out, "--out", "staged")
     wins = _load_windows(windows, window)
     ds = open_dataset(data, scale)
     pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]

@@ -81,6 +81,7 @@ def lam_command(
     from attrsr.attribution.objectives import Window
     from attrsr.report.attribution import lam_report
     from attrsr.cli._common import split_model_arg
+    from attrsr.fileio import check_output
 
     key = normalise_method(method)
     opts = method_options(key, steps=steps, sigma=sigma, chunk=chunk, samples=samples, noise=noise)
@@ -94,9 +95,10 @@ def lam_command(
     lr_t, hr_t = load_lr(lr, hr, scale)
     # Bounds first: a window off the image is a typo, found before the model is even loaded.
     win.check((lr_t.shape[-2] * scale, lr_t.shape[-1] * scale), margin=0 if key == "input_grad" else 1)
-    net = resolve_model(name, weights, scale, allow_pickle=allow_pickle)
     image = lr or hr
     out = out or Path("out") / "lam" / f"{image.stem}-{name}-{key}-x{x}-y{y}"
+    check_output(out, "--out", "staged")
+    net = resolve_model(name, weights, scale, allow_pickle=allow_pickle)
     extra = {
         "model": name,
         "weights": str(weights) if weights else None,

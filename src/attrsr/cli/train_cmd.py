@@ -36,7 +36,7 @@ def train_command(
 
     from attrsr.engine import train
 
-    summary = train(cfg, out=out, resume=resume, progress=progress)
+    summary = train(cfg, out=out, resume=resume, progress=progress, announce=typer.echo)
     if int(os.environ.get("RANK", "0")) == 0:
         best = summary.get("best")
         line = f"trained {summary['step']} iterations in {summary['seconds']:.0f}s → {summary['out']}"

@@ -3,10 +3,11 @@
     trainer = Trainer(load_config("configs/demo-x2.yaml"))
     summary = trainer.fit()
 
-``Trainer.__init__`` does everything that can fail on user input (config, model, data folders,
-patch sizes, scale, methods, resume compatibility) *before* the run folder is touched, so a bad run
-leaves nothing half-written. ``fit`` then runs the loop; what each method may change is documented in
-:mod:`attrsr.engine.hooks`.
+``Trainer.__init__`` first locks the run folder (an OS lock held until ``fit`` ends: a second
+training on the same folder fails at once, naming the holder's PID), then does everything that can
+fail on user input (config, model, data folders, patch sizes, scale, methods, resume compatibility)
+*before* any of the run's files is written; a bad run removes the folder again if it created it.
+``fit`` then runs the loop; what each method may change is documented in :mod:`attrsr.engine.hooks`.
 
 Run folder (``train.out``)::
 
@@ -16,6 +17,7 @@ Run folder (``train.out``)::
     best.safetensors   weights with the best validation Y-PSNR on the first ``val.data`` set
     model.safetensors  final weights (EMA weights when ``train.ema`` is set)
     metrics.jsonl, train.csv, val.csv   (+ tb/ when tensorboard is installed)
+    .lock              while a training runs: its PID (the OS lock itself vanishes with the process)
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import dataclasses
 import inspect
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,7 @@ from attrsr.data.patches import PatchDataset
 from attrsr.data.samplers import PlanBatchSampler, SamplePlan, epoch_rng
 from attrsr.engine import distributed
 from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from attrsr.fileio import write_bytes_atomic
+from attrsr.fileio import FolderLock, check_output, write_bytes_atomic
 from attrsr.engine.hooks import MethodStack, build_method
 from attrsr.engine.logs import RunLog
 from attrsr.engine.optim import make_ema, make_optimizer, make_scheduler, pixel_loss
@@ -66,9 +68,41 @@ class Trainer:
         self.progress = progress and self.dist.is_main
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
+        # The run folder is locked before anything else, so that a second training on it fails at
+        # once (not after its set-up, and not with the "already holds a run" advice to --resume).
+        self.lock = self._lock_run_folder()
+        try:
+            self._prepare(resume)
+        except BaseException:
+            if self.lock is not None:  # a run that fails while starting leaves no folder behind
+                self.lock.release(remove_created=True)
+            raise
 
-        # --- everything that can fail on user input, before anything is written --------------
+    def _lock_run_folder(self) -> FolderLock | None:
+        """Rank 0 checks the folder is writable and locks it; every rank learns the outcome, so all
+        stop together with the same one line."""
+        lock, failure = None, None
+        if self.dist.is_main:
+            try:
+                check_output(self.out, "the run folder", "folder")
+                lock = FolderLock.acquire(self.out, "the run folder")
+            except AttrsrError as exc:
+                failure = str(exc)
+        failure = distributed.broadcast_object(self.dist, failure)
+        if failure is not None:
+            raise AttrsrError(failure)
+        return lock
+
+    def release(self) -> None:
+        """Unlock the run folder (done by :meth:`fit` when it ends, by any path)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _prepare(self, resume: bool) -> None:
+        cfg = self.cfg
+        # --- everything that can fail on user input, before the run's files are written -------
         checkpoint = self._read_resume_checkpoint(resume)
+        self.resumed_from: int | None = checkpoint["step"] if checkpoint is not None else None
         self.methods = MethodStack([build_method(m, i) for i, m in enumerate(cfg.methods)], cfg.seed)
         _seed_everything(cfg.seed)
         self.model = _build_model(cfg)
@@ -122,7 +156,6 @@ class Trainer:
 
         # --- from here on the run folder is written (rank 0) ----------------------------------
         if self.dist.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
             write_bytes_atomic(self.out / "config.yaml", dump_config(cfg).encode())
         self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
 
@@ -130,7 +163,14 @@ class Trainer:
     # The loop
 
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.iterations``; returns a summary (steps, best and last validation)."""
+        """Train to ``train.iterations``; returns a summary (steps, best and last validation).
+        The run folder is unlocked when it returns or fails."""
+        try:
+            return self._fit()
+        finally:
+            self.release()
+
+    def _fit(self) -> dict[str, Any]:
         from attrsr.progress import progress_bar
 
         cfg = self.cfg
@@ -437,8 +477,16 @@ def _open_training_set(cfg: Config) -> SRDataset:
     return ds
 
 
-def train(cfg: Config, *, out: str | Path | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Build a :class:`Trainer` and run it to the end.
+def train(
+    cfg: Config,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    announce: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Build a :class:`Trainer` and run it to the end. ``announce`` (rank 0 only) is told where a
+    resumed run continues: "resumed from step N of M".
 
     Under DDP the teardown order is fixed, on success and on error alike: the trainer releases
     what holds the process group (the DDP wrapper, data-loader workers), then all ranks meet at a
@@ -450,11 +498,14 @@ def train(cfg: Config, *, out: str | Path | None = None, resume: bool = False, p
     completed = False
     try:
         trainer = Trainer(cfg, out=out, resume=resume, progress=progress)
+        if announce is not None and info.is_main and trainer.resumed_from is not None:
+            announce(f"resumed from step {trainer.resumed_from} of {cfg.train.iterations} ({trainer.out / 'latest.pt'})")
         summary = trainer.fit()
         completed = True
         return summary
     finally:
         if trainer is not None:
+            trainer.release()
             trainer.close()
         trainer = None
         distributed.teardown(info, completed=completed)

@@ -28,7 +28,7 @@ from attrsr.attribution.gradients import OPTIONS, attribute, check_guided_backpr
 from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Window
 from attrsr.errors import AttrsrError
 from attrsr.images import save_image
-from attrsr.fileio import staged_dir, write_bytes_atomic, write_json_atomic
+from attrsr.fileio import check_output, staged_dir, write_bytes_atomic, write_json_atomic
 from attrsr.report.html import HtmlPage
 from attrsr.report.tables import mean_by, pivot, write_csv
 
@@ -70,6 +70,7 @@ def lam_report(
 
     Returns the JSON dict plus ``paths`` ({picture: absolute path}), ``html`` and ``json`` (absolute).
     """
+    check_output(out_dir, "the report folder", "staged")  # before the attribution, not after
     started = time.perf_counter()
     result = attribute(model, lr, window, method=method, **options)
     lr3 = as_lr_batch(model, lr)[0].cpu()
@@ -244,6 +245,7 @@ def interpret(
     if len(set(scales.values())) != 1:
         raise AttrsrError(f"models have different scales: {scales}; compare models of one scale")
     scale = next(iter(scales.values()))
+    check_output(out_dir, "the report folder", "staged")
 
     # Plan everything (and check every window) before the first expensive call.
     plan = []
