@@ -147,12 +147,18 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         path = Path(source)
         where = str(path)
         raw = _read_yaml(path, seen=())
-    for item in overrides:
-        _apply_override(raw, item)
+    set_by = [(_apply_override(raw, item), item) for item in overrides]
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        raise AttrsrError(f"{where}: " + "; ".join(_describe(err) for err in exc.errors())) from None
+        # Each problem is reported against where the value came from: the --set item that put it
+        # there (the last one wins, as for the value), or else the recipe file.
+        groups: dict[str, list[str]] = {}
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            source = next((f"--set {item}" for parts, item in reversed(set_by) if loc[: len(parts)] == parts and loc), where)
+            groups.setdefault(source, []).append(_describe(err))
+        raise AttrsrError("; ".join(f"{source}: " + "; ".join(msgs) for source, msgs in groups.items())) from None
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
@@ -190,7 +196,8 @@ def _deep_copy(obj: Any) -> Any:
     return obj
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
+def _apply_override(raw: dict[str, Any], item: str) -> list[str]:
+    """Apply ``key.sub=value`` to ``raw``; returns the key's parts."""
     key, sep, text = item.partition("=")
     if not sep or not key.strip():
         raise AttrsrError(f"--set {item!r}: expected key.sub=value (e.g. --set optim.lr=2e-4)")
@@ -216,6 +223,7 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
             node[part] = value
         else:
             node = node.setdefault(part, {})
+    return parts
 
 
 def _describe(err: dict[str, Any]) -> str:

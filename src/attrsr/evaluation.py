@@ -103,9 +103,15 @@ def _evaluate_one(model, ds: SRDataset, border, staging, tile, tile_overlap, dev
                 f"{expected[1]}×{expected[0]}; is the model really x{ds.scale}?"
             )
         if min(expected) - 2 * border < 11:  # SSIM's 11×11 window must fit after the crop
+            size = f"{expected[1]}×{expected[0]}"
+            if min(expected) < 11:  # no border helps: the image itself is too small
+                raise AttrsrError(
+                    f"{ds.name}/{pair.name}: the HR image is {size}, smaller than the 11×11 window of "
+                    "Y-SSIM; evaluate images of at least 11×11 pixels"
+                )
             raise AttrsrError(
-                f"{ds.name}/{pair.name}: --border {border} leaves less than 11×11 pixels of the "
-                f"{expected[1]}×{expected[0]} image for the metrics; use a smaller --border"
+                f"{ds.name}/{pair.name}: --border {border} leaves less than 11×11 pixels of the {size} image "
+                f"for the metrics; use --border {(min(expected) - 11) // 2} or less"
             )
         sr8 = to_uint8(sr[0].float().cpu())
         hr8 = to_uint8(pair.hr)

@@ -38,6 +38,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
+        from attrsr.models.registry import ends_early
+
+        if ends_early(path, exc):
+            raise AttrsrError(f"{path}: the file ends early — was it copied incompletely, or the disk full? "
+                              "Resume from a complete copy, or start again without --resume") from None
         raise AttrsrError(f"{path}: cannot read checkpoint ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise AttrsrError(f"{path}: not an attrsr training checkpoint (expected format {FORMAT})")

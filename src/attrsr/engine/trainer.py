@@ -446,7 +446,10 @@ def _seed_everything(seed: int) -> None:
 def _build_model(cfg: Config) -> nn.Module:
     from attrsr import models
 
-    spec = models.spec(cfg.model.name)
+    try:
+        spec = models.spec(cfg.model.name)
+    except AttrsrError as exc:
+        raise AttrsrError(f"model.name: {exc}") from None
     try:
         if cfg.model.weights:
             model = models.load(spec.name, weights=cfg.model.weights, scale=cfg.scale, **cfg.model.args)

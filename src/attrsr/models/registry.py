@@ -74,7 +74,11 @@ def spec(name: str) -> ModelSpec:
     key = name.lower()
     key = _ALIASES.get(key, key)
     if key not in _REGISTRY:
-        raise AttrsrError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
+        import difflib
+
+        close = difflib.get_close_matches(key, [*_REGISTRY, *_ALIASES], n=1)
+        hint = f" (did you mean {_ALIASES.get(close[0], close[0])!r}?)" if close else ""
+        raise AttrsrError(f"unknown model {name!r}{hint}; choose one of: {', '.join(names())}")
     return _REGISTRY[key]
 
 
@@ -162,11 +166,15 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
         try:
             obj: Any = load_file(str(path), device="cpu")
         except Exception as exc:  # safetensors raises its own error types
+            if ends_early(path, exc):
+                raise AttrsrError(f"{path}: {ENDS_EARLY}") from None
             raise AttrsrError(f"{path}: not a readable safetensors file ({exc}); is it complete?") from None
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
         except Exception as exc:
+            if ends_early(path, exc):
+                raise AttrsrError(f"{path}: {ENDS_EARLY}") from None
             text = str(exc)
             if "WeightsUnpickler error:" in text:  # torch's long weights_only message: keep the cause
                 text = text.split("WeightsUnpickler error:", 1)[1]
@@ -183,6 +191,41 @@ def read_checkpoint(path: str | Path, *, allow_pickle: bool = False) -> dict[str
                 "pass a complete PyTorch .pth/.pt or .safetensors file"
             ) from None
     return unwrap_state_dict(obj, source=str(path))
+
+
+ENDS_EARLY = "the file ends early — incomplete download? Download it again (or copy it again)"
+
+# What torch's legacy (non-zip) unpickler says when the data stop before the pickle does.
+_LEGACY_EOF = ("unexpected eof", "ran out of input", "pickle data was truncated", "unpack requires a buffer")
+
+
+def ends_early(path: str | Path, exc: BaseException) -> bool:
+    """Whether a checkpoint that failed to load is cut short (an interrupted download or copy),
+    judged from the file's own structure where it has one, not only from the error text."""
+    path = Path(path)
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if path.suffix.lower() == ".safetensors":
+            # 8-byte little-endian header length, a JSON header, then the tensors it lays out.
+            if len(head) < 8:
+                return True
+            n = int.from_bytes(head, "little")
+            if size < 8 + n:
+                return True
+            try:
+                import json
+
+                header = json.loads(fh.read(n))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+            except (ValueError, KeyError, TypeError, IndexError):
+                return False
+            return size < 8 + n + end
+    if head.startswith(b"PK\x03\x04"):  # torch's zip format: a complete file ends with the zip directory
+        import zipfile
+
+        return not zipfile.is_zipfile(path)
+    return isinstance(exc, EOFError) or any(s in str(exc).lower() for s in _LEGACY_EOF)
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, torch.Tensor]:
