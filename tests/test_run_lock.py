@@ -99,3 +99,19 @@ def test_resume_says_where_it_resumed(tmp_path, cache):
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[0] == f"resumed from step 4 of 6 ({out / 'latest.pt'})"
     assert "trained 6 iterations" in r.stdout
+
+
+@pytest.mark.slow
+def test_under_nproc_a_locked_folder_is_one_line_from_every_rank(tmp_path, cache):
+    """Rank 0 takes the lock and tells the other ranks; the launcher prints the message once."""
+    import os
+
+    out = tmp_path / "run"
+    with FolderLock.acquire(out, "the run folder"):
+        cmd = train_cmd(out, [f"data.cache_dir={cache}", "val.data=[]"], "--nproc", "2")
+        res = subprocess.run(cmd, env=subprocess_env(cache), capture_output=True, text=True, timeout=300)
+        assert res.returncode == 1
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert lines == [f"error: {out}: the run folder is in use by another process (PID {os.getpid()}); "
+                         "wait for it to finish or stop it, or choose another folder"], res.stderr
+        assert [p.name for p in out.iterdir()] == [".lock"]
