@@ -110,3 +110,23 @@ def test_sigterm_inside_staged_dir_in_python_removes_the_stage(tmp_path):
         time.sleep(5)  # the handler interrupts this
     assert list(tmp_path.iterdir()) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.slow
+def test_sigterm_to_train_nproc_is_one_word_not_a_launcher_traceback(tmp_path):
+    from engine_helpers import train_cmd
+
+    out = tmp_path / "run"
+    sets = ["val.data=[]", "train.iterations=100000", "train.log_every=1"]
+    proc = subprocess.Popen(train_cmd(out, sets, "--nproc", "2"), env=subprocess_env(tmp_path / "cache"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 180
+    while not (out / "train.csv").is_file():
+        if proc.poll() is not None or time.monotonic() > end:
+            proc.kill()
+            pytest.fail(f"training did not start: {proc.communicate()}")
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    assert stderr.strip() == "terminated", stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Optional
@@ -51,6 +52,7 @@ def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, 
     import logging
     import tempfile
 
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -87,6 +89,11 @@ def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, 
                 print(f"error: training process of rank {rank} failed (exit code {failure.exitcode}); "
                       "its output is above", file=sys.stderr)
             return 1
+        except SignalException as exc:
+            # SIGTERM/SIGINT reached the launcher, which has stopped the ranks: say so in one word,
+            # as for one process, instead of the launcher's traceback.
+            print("terminated" if exc.sigval == signal.SIGTERM else "interrupted", file=sys.stderr)
+            return 128 + int(exc.sigval)
         finally:
             os.environ.pop(ERROR_DIR_ENV, None)
     return 0
