@@ -280,6 +280,10 @@ class FolderLock:
                 with contextlib.suppress(OSError):
                     d.rmdir()
 
+    def __del__(self) -> None:  # a lock object that is dropped unreleased (a Trainer never fitted)
+        with contextlib.suppress(Exception):
+            self.release()
+
     def __enter__(self) -> "FolderLock":
         return self
 
