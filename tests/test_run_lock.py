@@ -115,3 +115,20 @@ def test_under_nproc_a_locked_folder_is_one_line_from_every_rank(tmp_path, cache
         assert lines == [f"error: {out}: the run folder is in use by another process (PID {os.getpid()}); "
                          "wait for it to finish or stop it, or choose another folder"], res.stderr
         assert [p.name for p in out.iterdir()] == [".lock"]
+
+
+def test_a_forked_child_releasing_its_copy_keeps_the_lock(tmp_path):
+    """DataLoader workers are forked with the trainer (and its lock) in memory: their copy must never
+    remove the lock file of the process that holds it."""
+    import os
+
+    with FolderLock.acquire(tmp_path / "run") as lock:
+        pid = os.fork()
+        if pid == 0:  # the child: drop its copy the way garbage collection would
+            lock.release()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert (tmp_path / "run" / ".lock").read_text().strip() == str(os.getpid())
+        with pytest.raises(AttrsrError, match=f"PID {os.getpid()}"):
+            FolderLock.acquire(tmp_path / "run")
+    assert not (tmp_path / "run" / ".lock").exists()

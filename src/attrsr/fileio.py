@@ -227,6 +227,7 @@ class FolderLock:
         self.path = folder / self.NAME
         self._fd: int | None = fd
         self._created = created
+        self._owner = os.getpid()  # a forked child (a DataLoader worker) shares the lock, never removes it
 
     @classmethod
     def acquire(cls, folder: str | Path, what: str = "this folder") -> "FolderLock":
@@ -270,6 +271,10 @@ class FolderLock:
         """Unlock (idempotent). The lock file is removed while still locked, so no other process can
         be left holding a lock on a file that is gone."""
         if self._fd is None:
+            return
+        if os.getpid() != self._owner:
+            os.close(self._fd)
+            self._fd = None
             return
         with contextlib.suppress(OSError):
             self.path.unlink()
