@@ -38,10 +38,10 @@ def demo_command(
     from attrsr.cli._common import print_table
     from attrsr.errors import AttrsrError
     from attrsr.evaluation import evaluate
-    from attrsr.models.pretrained import default_info, load_default, shipped
+    from attrsr.models.pretrained import default_info, load_default
     from attrsr.fileio import check_output, write_json_atomic
 
-    scales = sorted({int(i["scale"]) for i in shipped()})
+    scales = shipped_scales()
     if scale not in scales:  # demo has no --model: the advice is the shipped scales, nothing else
         raise AttrsrError(f"--scale {scale}: the demo ships a model for {', '.join(f'x{s}' for s in scales) or 'no scale'} only; "
                           f"use --scale {' or --scale '.join(map(str, scales))}")
