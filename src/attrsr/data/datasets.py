@@ -8,6 +8,8 @@
 * **HR-only** — ``ROOT/HR/`` without LR files, or any folder of images: LR is made from the
   ``modcrop``-ped HR with MATLAB bicubic and rounded to 8 bits;
 * ``samples`` / ``samples:val`` / ``samples:train`` — the photos bundled with scikit-image & co.;
+* the training sets ``T91``, ``BSD200`` and ``291`` (both), optionally with a split ``:train`` / ``:val``
+  (see :data:`TRAINING_SETS` and :func:`split_of`) — HR-only folders under ``$ATTRSR_DATA/train/``;
 * a name such as ``Set5`` that is no existing path — ``$ATTRSR_DATA/benchmarks/<name>`` (see
   :mod:`attrsr.datadir`; the variable defaults to ``../shared/data``).
 
@@ -90,6 +92,34 @@ class SRDataset(torch.utils.data.Dataset):
     def __repr__(self) -> str:
         return f"SRDataset({self.name!r}, x{self.scale}, {len(self)} images, {self.layout})"
 
+    def lr_size(self, i: int) -> tuple[int, int]:
+        """(height, width) of image ``i``'s LR, from file headers (nothing is decoded but samples)."""
+        e = self.entries[i]
+        if e.lr is not None:
+            w, h = _probe(e.lr)
+            return h, w
+        if isinstance(e.hr, str):
+            from attrsr.data.samples import load_sample
+
+            h, w = load_sample(e.hr[len("sample:"):]).shape[:2]
+        else:
+            w, h = _probe(e.hr)
+        return h // self.scale, w // self.scale
+
+    def without_smaller_than(self, lr_side: int) -> tuple["SRDataset", list[str]]:
+        """This dataset less the images whose LR is narrower or shorter than ``lr_side`` (they cannot
+        give a training patch of that size), and the names of those left out."""
+        small = {i for i in range(len(self)) if min(self.lr_size(i)) < lr_side}
+        if not small:
+            return self, []
+        if len(small) == len(self):
+            raise AttrsrError(
+                f"dataset {self.name!r}: every image is smaller than the {lr_side}-pixel LR patch at x{self.scale}; "
+                "lower data.patch_size"
+            )
+        kept = [e for i, e in enumerate(self.entries) if i not in small]
+        return SRDataset(self.name, self.scale, kept, self.layout), [self.entries[i].name for i in sorted(small)]
+
 
 def _size_message(lr_path: Path, lr_hw: tuple[int, int], hr_hw: tuple[int, int], scale: int) -> str:
     return (
@@ -165,6 +195,13 @@ def open_dataset(path: str | Path, scale: int, name: str | None = None, check: b
         split = spec.split(":", 1)[1] if ":" in spec else "val"
         entries = [_Entry(n, f"sample:{n}", None) for n in sample_names(split)]
         return SRDataset(name or f"samples-{split}", scale, entries, "bundled photos, LR made with MATLAB bicubic")
+    set_name, _, split = spec.partition(":")
+    if set_name in TRAINING_SETS and not Path(spec).exists():
+        entries = _training_entries(set_name, split or "all")
+        if check:
+            _check_pairs(entries, scale)
+        label = name or (set_name if not split or split == "all" else f"{set_name}-{split}")
+        return SRDataset(label, scale, entries, "training set (HR only), LR made with MATLAB bicubic")
 
     root = _resolve_root(Path(path))
     if root.is_file():
@@ -203,6 +240,34 @@ def _resolve_root(root: Path) -> Path:
     if found.exists():
         return found
     raise AttrsrError(f"{root}: dataset folder not found{datadir.looked_in(root, 'benchmarks')}")
+
+
+# The classic training sets, HR only, under ``$ATTRSR_DATA/train/<folder>/HR``. "291" is T91 +
+# BSD200, the training set of VDSR, DRRN and LapSRN.
+TRAINING_SETS: dict[str, tuple[str, ...]] = {"T91": ("T91",), "BSD200": ("BSD200",), "291": ("T91", "BSD200")}
+# Held-aside validation split: within each folder, images sorted by file name, every VAL_EVERY-th one
+# starting with the first (T91: 5 of 91, BSD200: 10 of 199, so 291:val has 15 images).
+VAL_EVERY = 20
+
+
+def split_of(index: int) -> str:
+    """``"val"`` or ``"train"`` for the ``index``-th image (sorted by name) of a training folder."""
+    return "val" if index % VAL_EVERY == 0 else "train"
+
+
+def _training_entries(set_name: str, split: str) -> list[_Entry]:
+    if split not in ("train", "val", "all"):
+        raise AttrsrError(f"{set_name}:{split}: unknown split {split!r}; use {set_name}:train, {set_name}:val or {set_name}")
+    entries = []
+    for folder in TRAINING_SETS[set_name]:
+        hr_dir = datadir.data_root() / "train" / folder / "HR"
+        if not hr_dir.is_dir():
+            raise AttrsrError(
+                f"{set_name}: training images not found in {hr_dir}; set ATTRSR_DATA to the shared data folder"
+            )
+        files = list_images(hr_dir)
+        entries += [_Entry(p.stem, p, None) for i, p in enumerate(files) if split == "all" or split_of(i) == split]
+    return entries
 
 
 def _div2k_dirs(root: Path) -> tuple[Path | None, Path | None]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import random
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -106,7 +107,7 @@ class Trainer:
         self.methods = MethodStack([build_method(m, i) for i, m in enumerate(cfg.methods)], cfg.seed)
         _seed_everything(cfg.seed)
         self.model = _build_model(cfg)
-        self.train_data = _open_training_set(cfg)
+        self.train_data, self.skipped_images = _open_training_set(cfg)
         self.val_data = [open_dataset(d, cfg.scale) for d in cfg.val.data]
         self.images = self._decoded_images()
         self.train_set = PatchDataset(
@@ -158,6 +159,8 @@ class Trainer:
         if self.dist.is_main:
             write_bytes_atomic(self.out / "config.yaml", dump_config(cfg).encode())
         self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
+        if self.skipped_images and self.dist.is_main and checkpoint is None:
+            self._log_skipped()
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -357,6 +360,16 @@ class Trainer:
         self.saved_step = self.step
         distributed.barrier(self.dist)
 
+    def _log_skipped(self) -> None:
+        names = self.skipped_images
+        shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+        print(
+            f"{self.cfg.data.train}: skipped {len(names)} image(s) smaller than the {self.cfg.data.patch_size}-pixel "
+            f"LR patch at x{self.cfg.scale} ({shown}); training on {len(self.images)}",
+            file=sys.stderr,
+        )
+        self.log.write("data", {"step": 0, "skipped_small": len(names), "skipped": names, "images": len(self.images)})
+
     def _weights_metadata(self) -> dict[str, Any]:
         m = self.cfg.model
         return {"model": m.name, "scale": self.cfg.scale, "config": m.args, "step": self.step, "recipe": self.cfg.name}
@@ -466,7 +479,8 @@ def _build_model(cfg: Config) -> nn.Module:
     return model.train()
 
 
-def _open_training_set(cfg: Config) -> SRDataset:
+def _open_training_set(cfg: Config) -> tuple[SRDataset, list[str]]:
+    """The training set less the images too small for a patch (returned by name, to be logged)."""
     ds = open_dataset(cfg.data.train, cfg.scale)
     missing_lr = [e.name for e in ds.entries if e.lr is None]
     if cfg.data.lr == "files" and missing_lr:
@@ -477,7 +491,7 @@ def _open_training_set(cfg: Config) -> SRDataset:
     if cfg.data.lr == "bicubic" and len(missing_lr) < len(ds):
         entries = [dataclasses.replace(e, lr=None) for e in ds.entries]
         ds = SRDataset(ds.name, ds.scale, entries, "LR made with MATLAB bicubic")
-    return ds
+    return ds.without_smaller_than(cfg.data.patch_size)
 
 
 def train(
