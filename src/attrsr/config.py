@@ -161,6 +161,16 @@ def load_config(source: str | Path | dict[str, Any], overrides: list[str] | tupl
         raise AttrsrError("; ".join(f"{source}: " + "; ".join(msgs) for source, msgs in groups.items())) from None
 
 
+def read_recipe(path: str | Path) -> dict[str, Any]:
+    """A recipe file as a raw mapping, its ``base`` chain merged in (not validated yet)."""
+    return _read_yaml(Path(path), seen=())
+
+
+def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` deep-merged over ``base`` (mappings merge key by key, anything else replaces)."""
+    return _merge(base, top)
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     if not path.is_file():
         raise AttrsrError(f"{path}: config file not found")
@@ -205,20 +215,26 @@ def _apply_override(raw: dict[str, Any], item: str) -> list[str]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    parts = key.strip().split(".")
+    set_key(raw, key.strip(), value, what="--set ")
+
+
+def set_key(raw: dict[str, Any], key: str, value: Any, *, what: str = "") -> None:
+    """Set dotted ``key`` (``optim.lr``, ``methods.0.weight``) of a raw recipe mapping to ``value``
+    (already parsed), creating sections on the way. ``what`` prefixes error messages."""
+    parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise AttrsrError(f"--set {key}: {'.'.join(parts[:i]) or 'list'} has {len(node)} entries, no index {part!r}")
+                raise AttrsrError(f"{what}{key}: {'.'.join(parts[:i]) or 'list'} has {len(node)} entries, no index {part!r}")
             if last:
                 node[int(part)] = value
             else:
                 node = node[int(part)]
             continue
         if not isinstance(node, dict):
-            raise AttrsrError(f"--set {key}: {'.'.join(parts[:i])} is a value, not a section")
+            raise AttrsrError(f"{what}{key}: {'.'.join(parts[:i])} is a value, not a section")
         if last:
             node[part] = value
         else:
