@@ -194,7 +194,7 @@ def test_killed_grid_completes_without_redoing_finished_runs(tmp_path):
 
     cache = tmp_path / "cache"
     grid = write_grid(tmp_path, cache, {"plain": {}, "fast": {"optim.lr": 2.0e-3}},
-                      set={**TINY_SET, "train.iterations": 40, "train.checkpoint_every": 10, "data.cache_dir": str(cache)})
+                      set={**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache)})
     out = tmp_path / "out"
     env = subprocess_env(cache)
     first, second = out / "runs/plain/seed0", out / "runs/plain/seed1"
@@ -219,7 +219,7 @@ def test_killed_grid_completes_without_redoing_finished_runs(tmp_path):
     # Exact resume: the interrupted run ends with the weights of the same run trained in one go.
     fresh = tmp_path / "fresh"
     cmd = [PYTHON, "-m", "attrsr", "train", str(TINY), "--out", str(fresh), "--no-progress"]
-    for key, value in {**TINY_SET, "train.iterations": 40, "train.checkpoint_every": 10, "data.cache_dir": str(cache), "seed": 1}.items():
+    for key, value in {**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache), "seed": 1}.items():
         cmd += ["--set", f"{key}={json.dumps(value)}"]
     assert subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode == 0
     assert same_weights(weights(fresh / "model.safetensors"), weights(second / "model.safetensors"))
@@ -230,8 +230,8 @@ def test_parallel_jobs_and_their_children_die_with_the_grid(tmp_path):
     """--jobs 2 runs two children at once; SIGKILL of the grid takes its children along (no run keeps
     training unseen), and a re-run with --jobs 2 finishes with the same numbers as a sequential grid."""
     cache = tmp_path / "cache"
-    grid = write_grid(tmp_path, cache, {"plain": {}, "fast": {"optim.lr": 2.0e-3}},
-                      set={**TINY_SET, "train.iterations": 30, "train.checkpoint_every": 10, "data.cache_dir": str(cache)})
+    grid = write_grid(tmp_path, cache, {"plain": {}, "fast": {"optim.lr": 2.0e-3}}, seeds=[0],
+                      set={**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache)})
     out = tmp_path / "out"
     env = subprocess_env(cache)
     proc = subprocess.Popen(_experiment(grid, out, cache, "--jobs", "2"), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -247,7 +247,7 @@ def test_parallel_jobs_and_their_children_die_with_the_grid(tmp_path):
 
     res = subprocess.run(_experiment(grid, out, cache, "--jobs", "2"), env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert res.stdout.count(": started (") >= 3 and (out / "report.json").exists()
+    assert res.stdout.count(": started (") == 2 and (out / "report.json").exists()
     seq = tmp_path / "seq"
     res = subprocess.run(_experiment(grid, seq, cache), env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr
