@@ -427,7 +427,10 @@ def run_grid(
     if jobs <= 1 or len(todo) <= 1:
         for i, run in enumerate(todo, 1):
             echo(f"[{i}/{len(todo)}] {run.key}: {run.status(benchmarks)}")
-            rec = run_one(run, benchmarks, progress=progress)
+            try:
+                rec = run_one(run, benchmarks, progress=progress)
+            except AttrsrError as exc:
+                raise AttrsrError(f"run {run.key} failed: {exc}") from None
             echo(f"[{i}/{len(todo)}] {run.key}: done ({_summary_line(rec)})")
     else:
         _run_parallel(grid, todo, jobs, threads or max(1, (os.cpu_count() or 1) // jobs), echo)
