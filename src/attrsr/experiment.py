@@ -459,9 +459,9 @@ def _run_parallel(grid: Grid, todo: list[Run], jobs: int, threads: int, echo: Ca
         log.parent.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "attrsr", "experiment", str(grid.path), "--out", str(grid.out),
                "--only", run.key, "--threads", str(threads), "--no-progress"]
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), PARENT_ENV: str(os.getpid())}
         with log.open("a") as fh:
-            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent)
+            proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env)
             with lock:
                 procs[run.key] = proc
             echo(f"{run.key}: started ({run.status(grid.spec.benchmarks)}, {threads} thread(s), log {log})")
@@ -499,12 +499,22 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _die_with_parent() -> None:
-    if sys.platform.startswith("linux"):
-        import ctypes
+PARENT_ENV = "ATTRSR_GRID_PARENT"
 
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+def die_with_parent() -> None:
+    """In a run started by ``--jobs``: ask Linux for SIGTERM when the grid process dies, and stop at
+    once if it already has (set here in the child rather than with ``preexec_fn``, which is unsafe
+    in a process with threads)."""
+    parent = os.environ.get(PARENT_ENV)
+    if not parent or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(parent):
+        raise AttrsrError("the grid process that started this run has gone; run the grid again to resume it")
 
 
 def _grid_record(grid: Grid) -> str:

@@ -39,6 +39,7 @@ def experiment_command(
                    f"benchmarks: {', '.join(benchmarks)}; baseline: {grid.spec.baseline}")
         return
     if only is not None:
+        experiment.die_with_parent()
         experiment.run_one(experiment.find_run(grid, only), benchmarks, progress=progress)
         return
     records = experiment.run_grid(grid, jobs=jobs, threads=threads, progress=progress, echo=typer.echo)
