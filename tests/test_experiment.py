@@ -46,10 +46,15 @@ def invoke(*args: str):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, cache):
     """plain, an identical copy of it, and a higher learning rate; 2 seeds each."""
     root = tmp_path_factory.mktemp("grid")
-    grid = write_grid(root, root / "cache", {"plain": {}, "same": {}, "fast": {"optim": {"lr": 2.0e-3}}})
+    grid = write_grid(root, cache, {"plain": {}, "same": {}, "fast": {"optim": {"lr": 2.0e-3}}})
     res = invoke(grid, "--out", root / "out")
     assert res.exit_code == 0, res.output
     return root / "out", res.output
@@ -126,8 +131,8 @@ def test_rerun_skips_finished_runs_and_dry_run_lists_them(finished):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
 
 
-def test_dry_run_writes_nothing(tmp_path):
-    grid = write_grid(tmp_path, tmp_path / "cache", {"plain": {}, "wide": {"model.args.n_feats": 24}})
+def test_dry_run_writes_nothing(tmp_path, cache):
+    grid = write_grid(tmp_path, cache, {"plain": {}, "wide": {"model.args.n_feats": 24}})
     res = invoke(grid, "--out", tmp_path / "out", "--dry-run")
     assert res.exit_code == 0, res.output
     assert [ln.split()[:2] for ln in res.output.splitlines()[:4]] == [
@@ -152,8 +157,8 @@ def test_dry_run_writes_nothing(tmp_path):
         ({"plain": {}, "../x": {}}, {}, "variant name '../x' must be"),
     ],
 )
-def test_bad_grids_fail_in_one_line_before_any_run(tmp_path, variants, extra, message):
-    grid = write_grid(tmp_path, tmp_path / "cache", variants, **extra)
+def test_bad_grids_fail_in_one_line_before_any_run(tmp_path, cache, variants, extra, message):
+    grid = write_grid(tmp_path, cache, variants, **extra)
     res = invoke(grid, "--out", tmp_path / "out")
     assert res.exit_code == 1, res.output
     lines = res.stderr.strip().splitlines()
@@ -161,10 +166,10 @@ def test_bad_grids_fail_in_one_line_before_any_run(tmp_path, variants, extra, me
     assert not (tmp_path / "out").exists()
 
 
-def test_a_run_folder_from_another_recipe_is_refused(tmp_path):
-    grid = write_grid(tmp_path, tmp_path / "cache", {"plain": {}}, seeds=[0])
+def test_a_run_folder_from_another_recipe_is_refused(tmp_path, cache):
+    grid = write_grid(tmp_path, cache, {"plain": {}}, seeds=[0])
     assert invoke(grid, "--out", tmp_path / "out").exit_code == 0
-    grid = write_grid(tmp_path, tmp_path / "cache", {"plain": {"optim.lr": 1.0e-3}}, seeds=[0])
+    grid = write_grid(tmp_path, cache, {"plain": {"optim.lr": 1.0e-3}}, seeds=[0])
     res = invoke(grid, "--out", tmp_path / "out")
     assert res.exit_code == 1
     assert "runs/plain/seed0: this run was trained with a different recipe (optim.lr)" in res.stderr
@@ -186,13 +191,12 @@ def _wait_for(predicate, proc, timeout=240.0):
 
 
 @pytest.mark.slow
-def test_killed_grid_completes_without_redoing_finished_runs(tmp_path):
+def test_killed_grid_completes_without_redoing_finished_runs(tmp_path, cache):
     """SIGKILL once the first run is finished and the second has a checkpoint; the re-run keeps the
     first run untouched, resumes the second from its checkpoint (to the same weights as an
     uninterrupted run) and trains the rest."""
-    from engine_helpers import same_weights, weights
+    from engine_helpers import run, same_weights, weights
 
-    cache = tmp_path / "cache"
     grid = write_grid(tmp_path, cache, {"plain": {}, "fast": {"optim.lr": 2.0e-3}},
                       set={**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache)})
     out = tmp_path / "out"
@@ -217,19 +221,17 @@ def test_killed_grid_completes_without_redoing_finished_runs(tmp_path):
     assert json.loads((out / "report.json").read_text())["variants"]["fast"]["runs"]["1"] == "runs/fast/seed1"
 
     # Exact resume: the interrupted run ends with the weights of the same run trained in one go.
-    fresh = tmp_path / "fresh"
-    cmd = [PYTHON, "-m", "attrsr", "train", str(TINY), "--out", str(fresh), "--no-progress"]
-    for key, value in {**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache), "seed": 1}.items():
-        cmd += ["--set", f"{key}={json.dumps(value)}"]
-    assert subprocess.run(cmd, env=env, capture_output=True, timeout=600).returncode == 0
-    assert same_weights(weights(fresh / "model.safetensors"), weights(second / "model.safetensors"))
+    from attrsr.config import load_config
+
+    sets = {**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache), "seed": 1}
+    run(load_config(TINY, [f"{k}={json.dumps(v)}" for k, v in sets.items()]), tmp_path / "fresh")
+    assert same_weights(weights(tmp_path / "fresh" / "model.safetensors"), weights(second / "model.safetensors"))
 
 
 @pytest.mark.slow
-def test_parallel_jobs_and_their_children_die_with_the_grid(tmp_path):
+def test_parallel_jobs_and_their_children_die_with_the_grid(tmp_path, cache):
     """--jobs 2 runs two children at once; SIGKILL of the grid takes its children along (no run keeps
     training unseen), and a re-run with --jobs 2 finishes with the same numbers as a sequential grid."""
-    cache = tmp_path / "cache"
     grid = write_grid(tmp_path, cache, {"plain": {}, "fast": {"optim.lr": 2.0e-3}}, seeds=[0],
                       set={**TINY_SET, "train.iterations": 20, "train.checkpoint_every": 5, "data.cache_dir": str(cache)})
     out = tmp_path / "out"
@@ -250,8 +252,8 @@ def test_parallel_jobs_and_their_children_die_with_the_grid(tmp_path):
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.count(": started (") == len(unfinished) >= 1 and (out / "report.json").exists()
     seq = tmp_path / "seq"
-    res = subprocess.run(_experiment(grid, seq, cache), env=env, capture_output=True, text=True, timeout=600)
-    assert res.returncode == 0, res.stderr
+    res = invoke(grid, "--out", seq)  # sequential, in this process
+    assert res.exit_code == 0, res.output
     par, ser = (json.loads((d / "report.json").read_text())["variants"] for d in (out, seq))
     for v in ("plain", "fast"):
         a, b = par[v]["benchmarks"]["samples:val"]["psnr_y"], ser[v]["benchmarks"]["samples:val"]["psnr_y"]
