@@ -11,7 +11,7 @@ from attrsr.config import Config, dump_config, load_config
 from attrsr.errors import AttrsrError
 
 REPO = Path(__file__).resolve().parents[1]
-RECIPES = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "src" / "attrsr" / "assets").glob("*.yaml"))
+RECIPES = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "cpu").glob("*.yaml")) + sorted((REPO / "src" / "attrsr" / "assets").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)

@@ -265,3 +265,16 @@ def _cmdline_has(proc_dir: Path, text: str) -> bool:
         return text in (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
+
+
+@pytest.mark.parametrize("grid", sorted((Path(__file__).resolve().parents[1] / "configs" / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_grids_plan(grid, tmp_path, monkeypatch):
+    """Every shipped grid passes all the up-front checks (recipes, data, benchmarks) and lists its runs."""
+    from attrsr.experiment import plan_grid
+    from conftest import DATA, need
+
+    need(DATA / "train" / "T91", DATA / "train" / "BSD200", DATA / "benchmarks" / "Set5")
+    monkeypatch.setenv("ATTRSR_DATA", str(DATA))
+    planned = plan_grid(grid, tmp_path / "out")
+    assert len(planned.runs) == len(planned.spec.variants) * len(planned.spec.seeds) >= 2
+    assert not (tmp_path / "out").exists()
