@@ -58,8 +58,9 @@ def test_missing_data_folder(tmp_path, cache):
     assert not (tmp_path / "r").exists()
 
 
-def test_patch_larger_than_an_image(tmp_path, cache):
-    _one_line_error(_train(tmp_path / "r", cache, "data.patch_size=400"), "smaller than data.patch_size=400")
+def test_patch_larger_than_every_image(tmp_path, cache):
+    # Images smaller than the patch are skipped (tests/test_training_sets.py); none left is an error.
+    _one_line_error(_train(tmp_path / "r", cache, "data.patch_size=2000"), "every image is smaller than the 2000-pixel LR patch")
     assert not (tmp_path / "r").exists()
 
 

@@ -142,8 +142,8 @@ def test_data_errors_are_caught_before_anything_is_written(tmp_path, cache):
     out = tmp_path / "out"
     with pytest.raises(AttrsrError, match="dataset folder not found"):
         Trainer(tiny_config(cache, f"data.train={tmp_path / 'nope'}"), out=out, progress=False)
-    with pytest.raises(AttrsrError, match=r"smaller than data.patch_size=300"):
-        Trainer(tiny_config(cache, "data.patch_size=300"), out=out, progress=False)
+    with pytest.raises(AttrsrError, match=r"every image is smaller than the 2000-pixel LR patch at x2; lower data.patch_size"):
+        Trainer(tiny_config(cache, "data.patch_size=2000"), out=out, progress=False)
     root = _div2k(tmp_path / "d2")
     with pytest.raises(AttrsrError, match="no X3 folder"):
         Trainer(tiny_config(cache, f"data.train={root}", "scale=3"), out=out, progress=False)
