@@ -439,7 +439,9 @@ def run_grid(
 
 def _summary_line(rec: dict[str, Any]) -> str:
     parts = [f"{b} {v['psnr_y']:.2f} dB" for b, v in rec["benchmarks"].items()]
-    return ", ".join(parts) + f"; trained in {rec['train_wall_s']:.0f}s"
+    wall = rec.get("train_wall_s")
+    # None: trained by a process killed before its evaluation was written (the time was lost with it).
+    return ", ".join(parts) + (f"; trained in {wall:.0f}s" if wall is not None else "; training time not recorded")
 
 
 def _run_parallel(grid: Grid, todo: list[Run], jobs: int, threads: int, echo: Callable[[str], None]) -> None:
