@@ -145,3 +145,15 @@ class NanAt(Method):
         self.calls += 1
         bad = self.calls == self.params.step
         return {"nan": sr.sum() * (float("nan") if bad else 0.0)}
+
+
+class WeightRecorder(Method):
+    """Records the model's parameters after every ``after_step`` (listed after other methods, it sees
+    the weights their ``after_step`` left)."""
+
+    def setup(self, trainer):
+        self.model = trainer.model
+        self.snapshots: list[dict[str, torch.Tensor]] = []
+
+    def after_step(self, step):
+        self.snapshots.append({k: v.detach().clone() for k, v in self.model.named_parameters()})

@@ -84,6 +84,25 @@ def test_ema_is_what_gets_validated_and_exported(tmp_path, cache):
     assert not same_weights(exported, tr.model.state_dict())
 
 
+def test_ema_is_the_hand_computed_average_of_the_weights_after_every_after_step(tmp_path, cache):
+    """EMA_1 = W_1, EMA_t = d·EMA_{t-1} + (1−d)·W_t over the weights *after* the methods' after_step: a
+    frozen weight stays frozen in the EMA (FreezeHead restores it), and an inverted decay would miss."""
+    decay = 0.9
+    cfg = tiny_config(cache, "train.iterations=5", f"train.ema={decay}", methods(method("FreezeHead"), method("WeightRecorder")))
+    tr = run(cfg, tmp_path / "e")
+    snaps = tr.methods.methods[1].snapshots
+    assert len(snaps) == 5
+    expected = {k: v.double() for k, v in snaps[0].items()}
+    for snap in snaps[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * snap[k].double() for k in expected}
+    ema = dict(tr.ema.module.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(ema[k].double(), v, rtol=0, atol=1e-7)
+    frozen = tr.methods.methods[0].frozen
+    assert torch.equal(ema["net.head.0.weight"], frozen)  # the EMA never saw the unfrozen step
+    assert not torch.allclose(ema["net.tail.0.0.weight"], snaps[-1]["net.tail.0.0.weight"])  # it is an average, not a copy
+
+
 def test_schedules():
     multi = lr_factor(ScheduleConfig(name="multistep", milestones=[10, 20], gamma=0.5), 1e-4, 30)
     assert [multi(s) for s in (0, 9, 10, 19, 20, 29)] == [1, 1, 0.5, 0.5, 0.25, 0.25]

@@ -15,7 +15,8 @@ fixed points of its loop (see ``Trainer.fit``)::
                                         LR input ``batch["lr"]`` requires grad and ``sr`` was computed
                                         from it, so a term may use ∂sr/∂lr with create_graph=True
                                         (double backprop: the attribution prior)
-    after_step(step)                    after each optimiser step (BSPA: restore frozen weights)
+    after_step(step)                    after each optimiser step and before the EMA update (BSPA:
+                                        restore frozen weights; the EMA averages what it leaves)
     on_epoch_end(epoch)                 after an epoch's last batch (BSPA: refresh the importance)
     state_dict() / load_state_dict()    the method's own state in checkpoints (torch.save-able with
                                         ``weights_only``: tensors, numbers, strings, lists, dicts)

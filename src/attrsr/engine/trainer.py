@@ -247,9 +247,10 @@ class Trainer:
         self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
+        # after_step first: weights a method restores (BSPA's frozen ones) must be what the EMA averages.
+        self.methods.after_step(self.step + 1)
         if self.ema is not None:
             self.ema.update_parameters(self.model)
-        self.methods.after_step(self.step + 1)
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": norm.detach()}
 
     def _check_finite(self, value: torch.Tensor, what: str, terms: dict[str, torch.Tensor]) -> None:
