@@ -157,3 +157,15 @@ class WeightRecorder(Method):
 
     def after_step(self, step):
         self.snapshots.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
+
+
+class GlobalNoise(Method):
+    """Augmentation drawing from the *global* RNGs (torch, numpy, Python), as third-party code does:
+    LR noise whose amplitude comes from numpy and Python draws."""
+
+    def augment(self, batch, gen):
+        import random
+
+        amp = 0.02 * float(np.random.rand()) + 0.01 * random.random()
+        batch["lr"] = batch["lr"] + amp * torch.rand(batch["lr"].shape)
+        return batch

@@ -350,6 +350,30 @@ def test_resume_after_a_crash_is_exact_with_workers_ema_and_methods(tmp_path, ca
     assert math.isclose(full.scheduler.get_last_lr()[0], resumed.scheduler.get_last_lr()[0])
 
 
+SWINIR_DROP_PATH = "model={name: swinir, args: {img_size: 16, embed_dim: 12, depths: [2], num_heads: [2], window_size: 4, mlp_ratio: 1.0, drop_path_rate: 0.5}}"
+
+
+@pytest.mark.parametrize("opts", [[SWINIR_DROP_PATH], [methods(method("GlobalNoise"))]], ids=["swinir-drop-path", "global-rng-method"])
+def test_resume_restores_the_global_rngs(tmp_path, cache, monkeypatch, opts):
+    """Stochastic depth (SwinIR) and a method drawing from torch/numpy/Python's global generators:
+    crash after the checkpoint, resume, and the weights equal an uninterrupted run's bit for bit."""
+    opts = ["train.iterations=8", "train.checkpoint_every=4", *opts]
+    full = run(tiny_config(cache, *opts), tmp_path / "full")
+    crashed = Trainer(tiny_config(cache, *opts), out=tmp_path / "crash", progress=False)
+    step = crashed._train_step
+
+    def failing(batch):
+        if crashed.step == 6:
+            raise RuntimeError("simulated crash")
+        return step(batch)
+
+    monkeypatch.setattr(crashed, "_train_step", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    resumed = run(tiny_config(cache, *opts), tmp_path / "crash", resume=True)
+    assert same_weights(weights(full.out / "model.safetensors"), weights(resumed.out / "model.safetensors"))
+
+
 def test_resume_refuses_a_different_recipe(tmp_path, cache):
     run(tiny_config(cache, "train.iterations=2"), tmp_path / "r")
     with pytest.raises(AttrsrError, match="different optim"):
