@@ -78,8 +78,8 @@ class FreezeHead(Method):
     """After every optimiser step, restore the first conv's weights (BSPA-style freezing); the
     frozen copy is the method's checkpoint state."""
 
-    def setup(self, trainer):
-        self.param = next(p for n, p in trainer.model.named_parameters() if n.endswith("weight"))
+    def setup(self, ctx):
+        self.param = next(p for n, p in ctx.model.named_parameters() if n.endswith("weight"))
         self.frozen = self.param.detach().clone()
 
     def after_step(self, step):
@@ -151,8 +151,8 @@ class WeightRecorder(Method):
     """Records the model's parameters after every ``after_step`` (listed after other methods, it sees
     the weights their ``after_step`` left)."""
 
-    def setup(self, trainer):
-        self.model = trainer.model
+    def setup(self, ctx):
+        self.model = ctx.model
         self.snapshots: list[dict[str, torch.Tensor]] = []
 
     def after_step(self, step):
@@ -169,3 +169,24 @@ class GlobalNoise(Method):
         amp = 0.02 * float(np.random.rand()) + 0.01 * random.random()
         batch["lr"] = batch["lr"] + amp * torch.rand(batch["lr"].shape)
         return batch
+
+
+class LearnedGain(Method):
+    """Wraps the network in ``setup`` (``ctx.model = …``) with a learnable output gain; keeps the
+    context and logs one ``probe`` row per epoch through it."""
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+            self.gain = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, x):
+            return self.gain * self.net(x)
+
+    def setup(self, ctx):
+        self.ctx = ctx
+        ctx.model = self.Wrapped(ctx.model)
+
+    def on_epoch_end(self, epoch):
+        self.ctx.log("probe", {"step": -1, "epoch": epoch, "gain": float(self.ctx.model.gain.detach())})

@@ -14,3 +14,7 @@ from attrsr.evaluation import evaluate
 __version__ = "0.1.0"
 
 __all__ = ["AttrsrError", "evaluate", "images", "metrics", "resize", "__version__"]
+
+# The built-in training methods register with the engine here, at the package face: the engine
+# itself never imports them (attrsr.engine.hooks).
+from attrsr import methods as _methods  # noqa: E402,F401

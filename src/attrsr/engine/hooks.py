@@ -1,10 +1,16 @@
 """The method protocol: how a training method (ADD, BSPA, the attribution prior, …) changes the engine.
 
+This module is a leaf: it imports nothing of the trainer, so a method module needs only
+``from attrsr.engine.hooks import Method, MethodContext, register_method`` (also re-exported by
+:mod:`attrsr.engine`). The engine never imports :mod:`attrsr.methods`: the built-in methods register
+themselves when the ``attrsr`` package is imported (its ``__init__`` imports them).
+
 A method is a :class:`Method` subclass overriding only the hooks it needs; the trainer calls them at
 fixed points of its loop (see ``Trainer.fit``)::
 
-    setup(trainer)                      once, after model and data exist, before the optimiser and DDP
-                                        wrap: read the data, build helpers, wrap/replace trainer.model
+    setup(ctx)                          once, after model and data exist, before the optimiser and DDP
+                                        wrap; ``ctx`` is the method's :class:`MethodContext` (keep it):
+                                        read the data, build helpers, wrap/replace ``ctx.model``
     plan_epoch(epoch, plan, rng)        which patches the epoch draws (samplers: reweighting, BSPA's
                                         class-balanced sub-images); returns a SamplePlan
     augment(batch, gen)                 the collated batch on the training device, before the forward
@@ -43,25 +49,97 @@ imports a method that lives outside attrsr (experiments, tests).
 
 from __future__ import annotations
 
-import difflib
-import importlib
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from attrsr.data.samplers import SamplePlan
-from attrsr.errors import AttrsrError
+from attrsr.engine import distributed  # a leaf as well: rank helpers, no trainer
 
 if TYPE_CHECKING:  # pragma: no cover
-    from attrsr.config import MethodConfig
-    from attrsr.engine.trainer import Trainer
+    from attrsr.config import Config
+    from attrsr.data.cache import DecodedImages
+    from attrsr.data.patches import PatchDataset
 
 
 class NoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+@dataclasses.dataclass(eq=False)
+class MethodContext:
+    """What a method may use of the run: handed to :meth:`Method.setup`, valid for the whole run.
+
+    Everything else about the trainer is private to the engine; a method that needs more should
+    ask for it here rather than reach into the trainer.
+
+    Attributes:
+        cfg: the validated recipe (read-only by convention).
+        device: this process's training device.
+        dist: rank, world size, local rank (``dist.is_main``: the process that logs and saves).
+        out: the run folder (rank 0 writes it; a method may put its own files there).
+        images: the decoded training images (``images.lr(i)``/``images.hr(i)``: H×W×3 uint8 memory maps).
+        train_set: the patch dataset (``train_set[PatchRequest]`` → one augmented LR/HR patch).
+    """
+
+    cfg: "Config"
+    device: torch.device
+    dist: distributed.DistInfo
+    out: Path
+    images: "DecodedImages"
+    train_set: "PatchDataset"
+    _get_model: Callable[[], torch.nn.Module] = dataclasses.field(repr=False)
+    _set_model: Callable[[torch.nn.Module], None] = dataclasses.field(repr=False)
+    _log: Callable[[str, dict[str, Any]], None] = dataclasses.field(repr=False)
+    _batches: Callable[[SamplePlan, int | None], Iterator[dict[str, Any]]] = dataclasses.field(repr=False)
+    _losses: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]] = dataclasses.field(repr=False)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        """The network being trained (never DDP-wrapped). Assign to it in ``setup`` to wrap or replace
+        it; afterwards the optimiser holds its parameters and assigning is an error."""
+        return self._get_model()
+
+    @model.setter
+    def model(self, model: torch.nn.Module) -> None:
+        self._set_model(model)
+
+    def log(self, kind: str, row: dict[str, Any]) -> None:
+        """Append a row to the run's metrics log (``metrics.jsonl``, and ``KIND.csv`` for ``train``/``val``);
+        only rank 0 writes, other ranks' calls are ignored. Include ``step``."""
+        self._log(kind, row)
+
+    def batches(self, plan: SamplePlan, batch_size: int | None = None) -> Iterator[dict[str, Any]]:
+        """Batches of any plan through the training pipeline (crops, flips), on this device, in the
+        main process and without method augmentation: for a method's own loops (BSPA's fine-tuning
+        and scoring). ``batch_size`` defaults to ``data.batch_size``."""
+        return self._batches(plan, batch_size)
+
+    def losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run one batch through the normal training forward pass and losses (pixel loss with the
+        batch's ``loss_mask``, every method's extra losses): ``(total, terms)``, with the graph kept
+        for the caller's ``backward``. It steps nothing: the caller owns the optimisation (e.g. BSPA
+        fine-tuning a copy of the weights). It runs through the DDP wrapper when distributed, so
+        every rank must call it the same number of times."""
+        return self._losses(batch)
+
+    # Distributed helpers (no-ops when undistributed).
+
+    def barrier(self) -> None:
+        distributed.barrier(self.dist)
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        return distributed.broadcast_object(self.dist, obj)
+
+    def gather(self, obj: Any) -> list[Any]:
+        """``obj`` of every rank, in rank order."""
+        return distributed.gather_objects(self.dist, obj)
 
 
 class Method:
@@ -76,7 +154,7 @@ class Method:
         self.params = params if params is not None else self.Params()
         self.name = type(self).__name__
 
-    def setup(self, trainer: "Trainer") -> None:
+    def setup(self, ctx: MethodContext) -> None:
         pass
 
     def plan_epoch(self, epoch: int, plan: SamplePlan, rng: np.random.Generator) -> SamplePlan:
@@ -101,6 +179,9 @@ class Method:
         pass
 
 
+# ----------------------------------------------------------------------------------------------
+# Registry
+
 _METHODS: dict[str, type[Method]] = {}
 
 
@@ -117,104 +198,9 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 
 
 def method_names() -> list[str]:
-    import attrsr.methods  # noqa: F401  -- importing registers the built-in methods
-
+    """Names of the registered methods (the built-in ones register when ``attrsr`` is imported)."""
     return sorted(_METHODS)
 
 
-def _resolve(name: str) -> type[Method]:
-    if ":" in name:
-        module, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise AttrsrError(f"method {name!r}: cannot import it ({exc})") from None
-        if not (isinstance(cls, type) and issubclass(cls, Method)):
-            raise AttrsrError(f"method {name!r} is not a subclass of attrsr.engine.Method")
-        return cls
-    known = method_names()
-    if name not in _METHODS:
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise AttrsrError(f"unknown method {name!r}{hint}; available: {', '.join(known) or 'none'} (or module:Class)")
-    return _METHODS[name]
-
-
-def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
-    """A configured method instance; parameter typos are one-line errors listing the valid keys."""
-    cls = _resolve(cfg.name)
-    raw = dict(cfg.model_extra or {})
-    try:
-        params = cls.Params.model_validate(raw)
-    except ValidationError as exc:
-        probs = []
-        for err in exc.errors():
-            key = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                probs.append(f"unknown key {key!r}; valid keys: {', '.join(cls.Params.model_fields) or 'none'}")
-            else:
-                probs.append(f"{key}: {err['msg'].lower()}")
-        raise AttrsrError(f"methods.{index} ({cfg.name}): " + "; ".join(probs)) from None
-    method = cls(params)
-    method.name = cfg.name
-    return method
-
-
-class MethodStack:
-    """Several methods acting as one: the trainer only ever talks to this."""
-
-    def __init__(self, methods: list[Method], seed: int) -> None:
-        self.methods = methods
-        self.seed = seed
-        keys = [m.name for m in methods]
-        # State is stored per method; the same method twice gets an index to keep the keys apart.
-        self.keys = [k if keys.count(k) == 1 else f"{k}#{i}" for i, k in enumerate(keys)]
-
-    @property
-    def needs_input_grad(self) -> bool:
-        return any(m.needs_input_grad for m in self.methods)
-
-    def setup(self, trainer: "Trainer") -> None:
-        for m in self.methods:
-            m.setup(trainer)
-
-    def plan_epoch(self, epoch: int, plan: SamplePlan) -> SamplePlan:
-        from attrsr.data.samplers import epoch_rng
-
-        for i, m in enumerate(self.methods):
-            plan = m.plan_epoch(epoch, plan, epoch_rng(self.seed, epoch, stream=i + 1))
-            if not isinstance(plan, SamplePlan):
-                raise TypeError(f"method {m.name}: plan_epoch must return a SamplePlan, got {type(plan).__name__}")
-        return plan
-
-    def augment(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
-        for i, m in enumerate(self.methods):
-            gen = torch.Generator(device=batch["lr"].device)
-            gen.manual_seed(int(np.random.SeedSequence([self.seed, step, rank, i]).generate_state(1, np.uint64)[0] >> 1))
-            batch = m.augment(batch, gen)
-        return batch
-
-    def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for key, m in zip(self.keys, self.methods):
-            for term, value in m.extra_losses(batch, sr, model).items():
-                out[f"{key}.{term}"] = value
-        return out
-
-    def after_step(self, step: int) -> None:
-        for m in self.methods:
-            m.after_step(step)
-
-    def on_epoch_end(self, epoch: int) -> None:
-        for m in self.methods:
-            m.on_epoch_end(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {k: m.state_dict() for k, m in zip(self.keys, self.methods)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        missing = [k for k in self.keys if k not in state]
-        if missing:
-            raise AttrsrError(f"checkpoint has no state for method(s) {', '.join(missing)}; was it saved with other methods?")
-        for k, m in zip(self.keys, self.methods):
-            m.load_state_dict(state[k])
+def registered_method(name: str) -> type[Method] | None:
+    return _METHODS.get(name)

@@ -43,7 +43,8 @@ from attrsr.data.samplers import PlanBatchSampler, SamplePlan, epoch_rng
 from attrsr.engine import distributed
 from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from attrsr.fileio import FolderLock, check_output, write_bytes_atomic
-from attrsr.engine.hooks import MethodStack, build_method
+from attrsr.engine.compose import MethodStack, build_method
+from attrsr.engine.hooks import MethodContext
 from attrsr.engine.logs import RunLog
 from attrsr.engine.optim import make_ema, make_optimizer, make_scheduler, pixel_loss
 from attrsr.errors import AttrsrError
@@ -124,7 +125,9 @@ class Trainer:
         # Per-rank global RNG streams from here on (model init above is identical on every rank).
         _seed_everything(cfg.seed + self.dist.rank)
         self.model.to(self.device)
-        self.methods.setup(self)  # may wrap or replace self.model
+        self._setting_up = True
+        self.methods.setup(self._method_context())  # may wrap or replace self.model
+        self._setting_up = False
         self.model.to(self.device)
         self.optimizer = make_optimizer(cfg.optim, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.optim.lr, cfg.train.iterations)
@@ -161,6 +164,18 @@ class Trainer:
         self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
         if self.skipped_images and self.dist.is_main and checkpoint is None:
             self._log_skipped()
+
+    def _method_context(self) -> MethodContext:
+        def set_model(model: nn.Module) -> None:
+            if not self._setting_up:
+                raise RuntimeError("a method may replace the model only in setup (the optimiser holds its parameters)")
+            self.model = model
+
+        return MethodContext(
+            cfg=self.cfg, device=self.device, dist=self.dist, out=self.out, images=self.images, train_set=self.train_set,
+            _get_model=lambda: self.model, _set_model=set_model, _log=lambda kind, row: self.log.write(kind, row),
+            _batches=self.batches, _losses=self._losses,
+        )
 
     # ------------------------------------------------------------------------------------------
     # The loop
@@ -230,10 +245,7 @@ class Trainer:
         batch = self.methods.augment(batch, self.step, self.dist.rank)
         if self.methods.needs_input_grad:
             batch["lr"].requires_grad_(True)
-        sr = self.train_model(batch["lr"])
-        terms = {"pixel": self.loss_fn(sr, batch["hr"], batch.get("loss_mask"))}
-        terms.update(self.methods.extra_losses(batch, sr, self.model))
-        loss = torch.stack([t.reshape(()) for t in terms.values()]).sum()
+        loss, terms = self._losses(batch)
         self._check_finite(loss, "loss", terms)
 
         self.optimizer.zero_grad(set_to_none=True)
@@ -252,6 +264,13 @@ class Trainer:
         if self.ema is not None:
             self.ema.update_parameters(self.model)
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": norm.detach()}
+
+    def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The forward pass and every loss term of one (augmented) batch: ``(total, terms)``."""
+        sr = self.train_model(batch["lr"])
+        terms = {"pixel": self.loss_fn(sr, batch["hr"], batch.get("loss_mask"))}
+        terms.update(self.methods.extra_losses(batch, sr, self.model))
+        return torch.stack([t.reshape(()) for t in terms.values()]).sum(), terms
 
     def _check_finite(self, value: torch.Tensor, what: str, terms: dict[str, torch.Tensor]) -> None:
         ok = torch.isfinite(value).all().to(torch.int32)

@@ -1,0 +1,119 @@
+"""How configured methods are built and composed into the one object the trainer talks to.
+
+The protocol itself (what a method is and may do) is :mod:`attrsr.engine.hooks`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from pydantic import ValidationError
+
+from attrsr.data.samplers import SamplePlan, epoch_rng
+from attrsr.engine.hooks import Method, MethodContext, method_names, registered_method
+from attrsr.errors import AttrsrError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from attrsr.config import MethodConfig
+
+
+def _resolve(name: str) -> type[Method]:
+    if ":" in name:
+        module, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise AttrsrError(f"method {name!r}: cannot import it ({exc})") from None
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise AttrsrError(f"method {name!r} is not a subclass of attrsr.engine.Method")
+        return cls
+    known = method_names()
+    cls = registered_method(name)
+    if cls is None:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise AttrsrError(f"unknown method {name!r}{hint}; available: {', '.join(known) or 'none'} (or module:Class)")
+    return cls
+
+
+
+def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
+    """A configured method instance; parameter typos are one-line errors listing the valid keys."""
+    cls = _resolve(cfg.name)
+    raw = dict(cfg.model_extra or {})
+    try:
+        params = cls.Params.model_validate(raw)
+    except ValidationError as exc:
+        probs = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "extra_forbidden":
+                probs.append(f"unknown key {key!r}; valid keys: {', '.join(cls.Params.model_fields) or 'none'}")
+            else:
+                probs.append(f"{key}: {err['msg'].lower()}")
+        raise AttrsrError(f"methods.{index} ({cfg.name}): " + "; ".join(probs)) from None
+    method = cls(params)
+    method.name = cfg.name
+    return method
+
+
+class MethodStack:
+    """Several methods acting as one: the trainer only ever talks to this."""
+
+    def __init__(self, methods: list[Method], seed: int) -> None:
+        self.methods = methods
+        self.seed = seed
+        keys = [m.name for m in methods]
+        # State is stored per method; the same method twice gets an index to keep the keys apart.
+        self.keys = [k if keys.count(k) == 1 else f"{k}#{i}" for i, k in enumerate(keys)]
+
+    @property
+    def needs_input_grad(self) -> bool:
+        return any(m.needs_input_grad for m in self.methods)
+
+    def setup(self, ctx: MethodContext) -> None:
+        for m in self.methods:
+            m.setup(ctx)
+
+    def plan_epoch(self, epoch: int, plan: SamplePlan) -> SamplePlan:
+        for i, m in enumerate(self.methods):
+            plan = m.plan_epoch(epoch, plan, epoch_rng(self.seed, epoch, stream=i + 1))
+            if not isinstance(plan, SamplePlan):
+                raise TypeError(f"method {m.name}: plan_epoch must return a SamplePlan, got {type(plan).__name__}")
+        return plan
+
+    def augment(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
+        for i, m in enumerate(self.methods):
+            gen = torch.Generator(device=batch["lr"].device)
+            gen.manual_seed(int(np.random.SeedSequence([self.seed, step, rank, i]).generate_state(1, np.uint64)[0] >> 1))
+            batch = m.augment(batch, gen)
+        return batch
+
+    def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key, m in zip(self.keys, self.methods):
+            for term, value in m.extra_losses(batch, sr, model).items():
+                out[f"{key}.{term}"] = value
+        return out
+
+    def after_step(self, step: int) -> None:
+        for m in self.methods:
+            m.after_step(step)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        for m in self.methods:
+            m.on_epoch_end(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {k: m.state_dict() for k, m in zip(self.keys, self.methods)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = [k for k in self.keys if k not in state]
+        if missing:
+            raise AttrsrError(f"checkpoint has no state for method(s) {', '.join(missing)}; was it saved with other methods?")
+        for k, m in zip(self.keys, self.methods):
+            m.load_state_dict(state[k])

@@ -1,0 +1,110 @@
+"""The method protocol as a contract: a leaf module, a registry the engine does not fill itself, and
+the :class:`MethodContext` a method works through."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from attrsr.engine import Method, Trainer, register_method
+from attrsr.engine.hooks import MethodContext, method_names
+from engine_helpers import REPO, run, subprocess_env, tiny_config
+
+ENGINE = REPO / "src" / "attrsr" / "engine"
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _imports(path: Path, *, skip_type_checking: bool = True) -> set[str]:
+    """Modules a file imports (``from a.b import c`` → ``a.b`` and ``a.b.c``), outside ``if TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if skip_type_checking and isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            if isinstance(child, ast.Import):
+                found.update(a.name for a in child.names)
+            elif isinstance(child, ast.ImportFrom) and child.module:
+                found.add(child.module)
+                found.update(f"{child.module}.{a.name}" for a in child.names)
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def test_the_engine_never_imports_the_methods_package():
+    for path in sorted(ENGINE.glob("*.py")):
+        bad = {m for m in _imports(path, skip_type_checking=False) if m == "attrsr.methods" or m.startswith("attrsr.methods.")}
+        assert not bad, f"{path.name} imports {bad}"
+
+
+def test_the_protocol_module_is_a_leaf():
+    engine_imports = {m for m in _imports(ENGINE / "hooks.py") if m.startswith("attrsr.engine")}
+    assert engine_imports == {"attrsr.engine", "attrsr.engine.distributed"}  # rank helpers, themselves a leaf
+    # Importing it (as a method module does) loads no trainer, checkpointing or composition code.
+    code = "import sys, attrsr.engine.hooks; print(sorted(m for m in sys.modules if m.startswith('attrsr.engine')))"
+    out = subprocess.run([sys.executable, "-c", code], env=subprocess_env(REPO / ".unused"), capture_output=True, text=True, check=True)
+    loaded = set(eval(out.stdout))
+    assert loaded == {"attrsr.engine", "attrsr.engine.hooks", "attrsr.engine.distributed"}, loaded
+
+
+class _Registered(Method):
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.steps = 0
+
+    def after_step(self, step):
+        self.steps = step
+
+
+def test_a_registered_method_is_usable_by_name_and_names_are_unique(tmp_path, cache):
+    register_method("test-registered")(_Registered)
+    assert "test-registered" in method_names()
+    tr = run(tiny_config(cache, "train.iterations=3", "methods=[{name: test-registered}]"), tmp_path / "r")
+    assert isinstance(tr.methods.methods[0], _Registered) and tr.methods.methods[0].steps == 3
+    register_method("test-registered")(_Registered)  # the same class again is harmless (re-import)
+
+    class Other(Method):
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_method("test-registered")(Other)
+
+
+def test_a_method_works_through_its_context(tmp_path, cache):
+    """setup wraps the model through ctx.model (the optimiser then trains the wrapper's parameter too),
+    ctx.log writes to the run log, ctx.losses is the step's forward pass and losses, and the model
+    cannot be swapped once the optimiser holds it."""
+    gain = json.dumps({"name": "hook_methods:LearnedGain"})
+    pen = json.dumps({"name": "hook_methods:InputGradPenalty", "weight": 3.0})
+    tr = run(tiny_config(cache, "train.iterations=6", f"methods=[{gain}, {pen}]"), tmp_path / "c")
+    ctx = tr.methods.methods[0].ctx
+    assert isinstance(ctx, MethodContext) and ctx.model is tr.model and ctx.out == tmp_path / "c"
+    assert ctx.device == tr.device and ctx.dist.world == 1 and ctx.cfg.scale == 2 and len(ctx.images) == 12
+    assert float(tr.model.gain) != 1.0  # the wrapper's parameter was trained
+    probes = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines() if '"probe"' in x]
+    assert [p["epoch"] for p in probes] == [0, 1]
+
+    batch = next(ctx.batches(tr._make_plan(0), 2))
+    batch["lr"].requires_grad_(True)  # the penalty differentiates through the input
+    total, terms = ctx.losses(batch)
+    assert set(terms) == {"pixel", "hook_methods:InputGradPenalty.input_grad"}
+    sr = tr.model(batch["lr"])
+    assert float(terms["pixel"]) == pytest.approx(float((sr - batch["hr"]).abs().mean()), rel=1e-6)
+    assert float(total) == pytest.approx(float(terms["pixel"] + terms["hook_methods:InputGradPenalty.input_grad"]), rel=1e-6)
+    total.backward()
+    assert tr.model.gain.grad is not None
+    with pytest.raises(RuntimeError, match="only in setup"):
+        ctx.model = torch.nn.Identity()
