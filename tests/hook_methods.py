@@ -36,7 +36,7 @@ class SwapRB(Method):
     class Params(_P):
         prob: float = 1.0
 
-    def augment(self, batch, gen):
+    def augment(self, batch, gen, rng):
         swap = torch.rand(batch["lr"].shape[0], generator=gen, device=batch["lr"].device) < self.params.prob
         for key in ("lr", "hr"):
             x = batch[key].clone()
@@ -48,7 +48,7 @@ class SwapRB(Method):
 class HalfMask(Method):
     """Augmentation with a loss mask: only the left half of each HR patch counts in the pixel loss."""
 
-    def augment(self, batch, gen):
+    def augment(self, batch, gen, rng):
         hr = batch["hr"]
         mask = torch.zeros(hr.shape[0], 1, *hr.shape[-2:], device=hr.device)
         mask[..., : hr.shape[-1] // 2] = 1
@@ -163,7 +163,7 @@ class GlobalNoise(Method):
     """Augmentation drawing from the *global* RNGs (torch, numpy, Python), as third-party code does:
     LR noise whose amplitude comes from numpy and Python draws."""
 
-    def augment(self, batch, gen):
+    def augment(self, batch, gen, rng):
         import random
 
         amp = 0.02 * float(np.random.rand()) + 0.01 * random.random()
@@ -190,3 +190,22 @@ class LearnedGain(Method):
 
     def on_epoch_end(self, epoch):
         self.ctx.log("probe", {"step": -1, "epoch": epoch, "gain": float(self.ctx.model.gain.detach())})
+
+
+class BetaMixup(Method):
+    """Mixup with a permuted batch, v ~ Beta(a, a) from the numpy generator (LR and HR alike); records its draws."""
+
+    class Params(_P):
+        alpha: float = 1.2
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.draws: list[float] = []
+
+    def augment(self, batch, gen, rng):
+        v = float(rng.beta(self.params.alpha, self.params.alpha))
+        perm = torch.randperm(batch["lr"].shape[0], generator=gen, device=batch["lr"].device)
+        for key in ("lr", "hr"):
+            batch[key] = v * batch[key] + (1 - v) * batch[key][perm]
+        self.draws.append(v)
+        return batch

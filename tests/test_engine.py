@@ -353,7 +353,10 @@ def test_resume_after_a_crash_is_exact_with_workers_ema_and_methods(tmp_path, ca
 SWINIR_DROP_PATH = "model={name: swinir, args: {img_size: 16, embed_dim: 12, depths: [2], num_heads: [2], window_size: 4, mlp_ratio: 1.0, drop_path_rate: 0.5}}"
 
 
-@pytest.mark.parametrize("opts", [[SWINIR_DROP_PATH], [methods(method("GlobalNoise"))]], ids=["swinir-drop-path", "global-rng-method"])
+@pytest.mark.parametrize(
+    "opts", [[SWINIR_DROP_PATH], [methods(method("GlobalNoise"))], [methods(method("BetaMixup"))]],
+    ids=["swinir-drop-path", "global-rng-method", "numpy-generator-method"],
+)
 def test_resume_restores_the_global_rngs(tmp_path, cache, monkeypatch, opts):
     """Stochastic depth (SwinIR) and a method drawing from torch/numpy/Python's global generators:
     crash after the checkpoint, resume, and the weights equal an uninterrupted run's bit for bit."""
@@ -372,6 +375,8 @@ def test_resume_restores_the_global_rngs(tmp_path, cache, monkeypatch, opts):
         crashed.fit()
     resumed = run(tiny_config(cache, *opts), tmp_path / "crash", resume=True)
     assert same_weights(weights(full.out / "model.safetensors"), weights(resumed.out / "model.safetensors"))
+    if full.methods.methods and hasattr(full.methods.methods[0], "draws"):  # the numpy generator's Beta draws continue exactly
+        assert resumed.methods.methods[0].draws == full.methods.methods[0].draws[4:]
 
 
 def test_resume_refuses_a_different_recipe(tmp_path, cache):

@@ -108,3 +108,26 @@ def test_a_method_works_through_its_context(tmp_path, cache):
     assert tr.model.gain.grad is not None
     with pytest.raises(RuntimeError, match="only in setup"):
         ctx.model = torch.nn.Identity()
+
+
+def test_augment_gets_a_numpy_generator_per_step_rank_and_method():
+    """Both generators are a pure function of (seed, step, rank, method index): the same numbers
+    give the same draws (exact resume), and any other step, rank or method a different stream."""
+    from attrsr.engine.compose import MethodStack, augment_generators
+
+    def draws(seed, step, rank, index):
+        gen, rng = augment_generators(seed, step, rank, index, torch.device("cpu"))
+        return float(torch.rand((), generator=gen)), float(rng.beta(1.2, 1.2))
+
+    base = draws(0, 5, 0, 0)
+    assert draws(0, 5, 0, 0) == base
+    others = [draws(1, 5, 0, 0), draws(0, 6, 0, 0), draws(0, 5, 1, 0), draws(0, 5, 0, 1)]
+    assert all(o[0] != base[0] and o[1] != base[1] for o in others)
+    assert len({o[1] for o in others}) == 4
+
+    from hook_methods import BetaMixup
+
+    stack = MethodStack([BetaMixup(), BetaMixup()], seed=0)
+    batch = {"lr": torch.rand(4, 3, 8, 8), "hr": torch.rand(4, 3, 16, 16)}
+    stack.augment(dict(batch), step=5, rank=1)
+    assert [m.draws[0] for m in stack.methods] == [draws(0, 5, 1, i)[1] for i in (0, 1)]  # each method its own stream

@@ -61,6 +61,15 @@ def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
     return method
 
 
+def augment_generators(seed: int, step: int, rank: int, index: int, device: torch.device) -> tuple[torch.Generator, np.random.Generator]:
+    """The torch and numpy generators of method ``index``'s ``augment`` at ``step`` on ``rank``: a pure
+    function of those numbers, so a resumed run redraws exactly what the crashed one would have."""
+    seq = np.random.SeedSequence([seed, step, rank, index])
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int(seq.generate_state(1, np.uint64)[0] >> 1))
+    return gen, np.random.default_rng(seq.spawn(1)[0])
+
+
 class MethodStack:
     """Several methods acting as one: the trainer only ever talks to this."""
 
@@ -88,9 +97,8 @@ class MethodStack:
 
     def augment(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
         for i, m in enumerate(self.methods):
-            gen = torch.Generator(device=batch["lr"].device)
-            gen.manual_seed(int(np.random.SeedSequence([self.seed, step, rank, i]).generate_state(1, np.uint64)[0] >> 1))
-            batch = m.augment(batch, gen)
+            gen, rng = augment_generators(self.seed, step, rank, i, batch["lr"].device)
+            batch = m.augment(batch, gen, rng)
         return batch
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -13,8 +13,9 @@ fixed points of its loop (see ``Trainer.fit``)::
                                         read the data, build helpers, wrap/replace ``ctx.model``
     plan_epoch(epoch, plan, rng)        which patches the epoch draws (samplers: reweighting, BSPA's
                                         class-balanced sub-images); returns a SamplePlan
-    augment(batch, gen)                 the collated batch on the training device, before the forward
-                                        pass (CutBlur/ADD mixes, masks); returns the batch
+    augment(batch, gen, rng)            the collated batch on the training device, before the forward
+                                        pass (CutBlur/ADD mixes, masks); returns the batch. ``gen``
+                                        (torch, on the batch's device) and ``rng`` (numpy: Beta draws)
     extra_losses(batch, sr, model)      extra loss terms {name: scalar}, added to the pixel loss;
                                         ``model`` is the network (unwrapped from DDP; extra forward
                                         passes through it are DDP-safe). With ``needs_input_grad`` the
@@ -33,9 +34,9 @@ the pixel loss is averaged over the masked pixels only (Cutout).
 
 Several methods compose in config order: plans and batches flow through each method in turn, extra
 loss terms add up, step/epoch hooks all run. Randomness: ``plan_epoch`` gets a numpy generator
-derived from (seed, epoch, method index) and ``augment`` a torch generator derived from (seed, step,
-rank, method index), so methods that draw from them are reproducible and resume exactly without
-carrying RNG state (the global RNGs are checkpointed too, for methods that use them).
+derived from (seed, epoch, method index) and ``augment`` a torch and a numpy generator derived from
+(seed, step, rank, method index), so methods that draw from them are reproducible and resume exactly
+without carrying RNG state (the global RNGs are checkpointed too, for methods that use them).
 
 Methods are registered by name (:func:`register_method`) and configured in the recipe::
 
@@ -160,7 +161,7 @@ class Method:
     def plan_epoch(self, epoch: int, plan: SamplePlan, rng: np.random.Generator) -> SamplePlan:
         return plan
 
-    def augment(self, batch: dict[str, Any], gen: torch.Generator) -> dict[str, Any]:
+    def augment(self, batch: dict[str, Any], gen: torch.Generator, rng: np.random.Generator) -> dict[str, Any]:
         return batch
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
