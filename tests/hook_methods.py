@@ -209,3 +209,15 @@ class BetaMixup(Method):
             batch[key] = v * batch[key] + (1 - v) * batch[key][perm]
         self.draws.append(v)
         return batch
+
+
+class FlakyTerm(Method):
+    """Returns its loss term only at odd calls (a bug the engine must catch: terms must be stable)."""
+
+    def __init__(self, params=None):
+        super().__init__(params)
+        self.calls = 0
+
+    def extra_losses(self, batch, sr, model):
+        self.calls += 1
+        return {"sometimes": sr.mean() * 0} if self.calls % 2 else {}

@@ -131,3 +131,25 @@ def test_augment_gets_a_numpy_generator_per_step_rank_and_method():
     batch = {"lr": torch.rand(4, 3, 8, 8), "hr": torch.rand(4, 3, 16, 16)}
     stack.augment(dict(batch), step=5, rank=1)
     assert [m.draws[0] for m in stack.methods] == [draws(0, 5, 1, i)[1] for i in (0, 1)]  # each method its own stream
+
+
+def test_loss_terms_must_be_the_same_at_every_step(tmp_path, cache):
+    from attrsr.engine.compose import LossTermsChanged
+
+    flaky = json.dumps({"name": "hook_methods:FlakyTerm"})
+    tr = Trainer(tiny_config(cache, "train.iterations=4", f"methods=[{flaky}]"), out=tmp_path / "f", progress=False)
+    with pytest.raises(LossTermsChanged, match=r"method hook_methods:FlakyTerm: extra_losses returned terms \[\] after returning \['sometimes'\]"):
+        tr.fit()
+    assert tr.step == 1
+
+
+def test_loss_terms_must_be_the_same_on_every_rank():
+    from attrsr.engine.compose import LossTermsChanged, MethodStack
+    from hook_methods import FlakyTerm, InputGradPenalty
+
+    a, b = InputGradPenalty(), FlakyTerm()
+    a.name, b.name = "prior", "flaky"
+    stack = MethodStack([a, b], seed=0)
+    stack.check_terms_across_ranks([["flaky.sometimes", "pixel", "prior.input_grad"]] * 2)  # equal: fine
+    with pytest.raises(LossTermsChanged, match=r"method flaky: loss terms differ between ranks .*rank 1: \['pixel', 'prior.input_grad'\]"):
+        stack.check_terms_across_ranks([["flaky.sometimes", "pixel", "prior.input_grad"], ["pixel", "prior.input_grad"]])

@@ -61,6 +61,10 @@ def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
     return method
 
 
+class LossTermsChanged(AttrsrError):
+    """A method returned different loss-term names at another step or on another rank."""
+
+
 def augment_generators(seed: int, step: int, rank: int, index: int, device: torch.device) -> tuple[torch.Generator, np.random.Generator]:
     """The torch and numpy generators of method ``index``'s ``augment`` at ``step`` on ``rank``: a pure
     function of those numbers, so a resumed run redraws exactly what the crashed one would have."""
@@ -79,6 +83,7 @@ class MethodStack:
         keys = [m.name for m in methods]
         # State is stored per method; the same method twice gets an index to keep the keys apart.
         self.keys = [k if keys.count(k) == 1 else f"{k}#{i}" for i, k in enumerate(keys)]
+        self.term_names: list[list[str] | None] = [None] * len(methods)
 
     @property
     def needs_input_grad(self) -> bool:
@@ -103,10 +108,35 @@ class MethodStack:
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
-        for key, m in zip(self.keys, self.methods):
-            for term, value in m.extra_losses(batch, sr, model).items():
+        for i, (key, m) in enumerate(zip(self.keys, self.methods)):
+            terms = m.extra_losses(batch, sr, model)
+            names = sorted(terms)
+            if self.term_names[i] is None:
+                self.term_names[i] = names
+            elif names != self.term_names[i]:
+                # The log's columns, the running averages and DDP's gradient buckets all assume a fixed set.
+                raise LossTermsChanged(
+                    f"method {key}: extra_losses returned terms {names} after returning {self.term_names[i]}; "
+                    "a method must return the same terms at every step (a zero tensor when a term is inactive)"
+                )
+            for term, value in terms.items():
                 out[f"{key}.{term}"] = value
         return out
+
+    def check_terms_across_ranks(self, names_per_rank: list[list[str]]) -> None:
+        """Every rank must log the same loss terms (``names_per_rank``: each rank's sorted term names)."""
+        first = names_per_rank[0]
+        for rank, names in enumerate(names_per_rank[1:], start=1):
+            if names != first:
+                differ = sorted(set(names) ^ set(first))
+                owners = sorted({self._owner(n) for n in differ})
+                raise LossTermsChanged(
+                    f"method {', '.join(owners)}: loss terms differ between ranks (rank 0: {first}, rank {rank}: {names}); "
+                    "a method must return the same terms on every rank (a zero tensor when a term is inactive)"
+                )
+
+    def _owner(self, term: str) -> str:
+        return next((k for k in self.keys if term.startswith(k + ".")), "(engine)")
 
     def after_step(self, step: int) -> None:
         for m in self.methods:

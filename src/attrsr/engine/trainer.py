@@ -155,6 +155,7 @@ class Trainer:
         self.last_val: dict[str, Any] | None = None
         self.saved_step: int | None = None
         self.step_lr = cfg.optim.lr
+        self._terms_checked = False
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -246,6 +247,9 @@ class Trainer:
         if self.methods.needs_input_grad:
             batch["lr"].requires_grad_(True)
         loss, terms = self._losses(batch)
+        if not self._terms_checked:  # once: each rank then holds its methods to the names it saw
+            self.methods.check_terms_across_ranks(distributed.gather_objects(self.dist, sorted(terms)))
+            self._terms_checked = True
         self._check_finite(loss, "loss", terms)
 
         self.optimizer.zero_grad(set_to_none=True)
