@@ -22,6 +22,8 @@ class _P(BaseModel):
 class ImageWeights(Method):
     """Sampler: draw images with probability ∝ ``weights`` (by image index) instead of uniformly."""
 
+    owns = frozenset({"sampler"})
+
     class Params(_P):
         weights: list[float]
 
@@ -221,3 +223,15 @@ class FlakyTerm(Method):
     def extra_losses(self, batch, sr, model):
         self.calls += 1
         return {"sometimes": sr.mean() * 0} if self.calls % 2 else {}
+
+
+class TopMask(Method):
+    """A second loss mask: only the top half of each HR patch counts (with HalfMask: the top-left quarter)."""
+
+    def augment(self, batch, gen, rng):
+        assert "loss_mask" not in batch  # a method sees only its own mask
+        hr = batch["hr"]
+        mask = torch.zeros(hr.shape[0], 1, *hr.shape[-2:], device=hr.device)
+        mask[..., : hr.shape[-2] // 2, :] = 1
+        batch["loss_mask"] = mask
+        return batch

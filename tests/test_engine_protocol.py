@@ -153,3 +153,27 @@ def test_loss_terms_must_be_the_same_on_every_rank():
     stack.check_terms_across_ranks([["flaky.sometimes", "pixel", "prior.input_grad"]] * 2)  # equal: fine
     with pytest.raises(LossTermsChanged, match=r"method flaky: loss terms differ between ranks .*rank 1: \['pixel', 'prior.input_grad'\]"):
         stack.check_terms_across_ranks([["flaky.sometimes", "pixel", "prior.input_grad"], ["pixel", "prior.input_grad"]])
+
+
+def test_two_methods_owning_the_sampler_is_a_recipe_error(tmp_path, cache):
+    from attrsr.errors import AttrsrError
+
+    a = json.dumps({"name": "hook_methods:ImageWeights", "weights": [1] * 12})
+    b = json.dumps({"name": "hook_methods:SwapRB"})
+    with pytest.raises(AttrsrError, match=r"methods\.0 \(hook_methods:ImageWeights\) and methods\.2 \(hook_methods:ImageWeights\) both take over the sampler"):
+        Trainer(tiny_config(cache, f"methods=[{a}, {b}, {a}]"), out=tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()  # reported before anything is written
+    Trainer(tiny_config(cache, f"methods=[{a}, {b}]"), out=tmp_path / "y", progress=False)  # one owner is fine
+
+
+def test_loss_masks_of_several_methods_multiply(tmp_path, cache):
+    half, top = json.dumps({"name": "hook_methods:HalfMask"}), json.dumps({"name": "hook_methods:TopMask"})
+    tr = Trainer(tiny_config(cache, f"methods=[{half}, {top}]"), out=tmp_path / "m", progress=False)
+    batch = next(tr.batches(tr._make_plan(0), 4))
+    with torch.no_grad():
+        err = (tr.model(batch["lr"]) - batch["hr"]).abs()
+    h, w = err.shape[-2:]
+    quarter = err[..., : h // 2, : w // 2].mean()  # left half × top half
+    terms = tr._train_step(batch)
+    assert float(terms["pixel"]) == pytest.approx(float(quarter), rel=1e-5)
+    assert float(terms["pixel"]) != pytest.approx(float(err[..., : h // 2, :].mean()), rel=1e-3)

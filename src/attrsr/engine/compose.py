@@ -14,7 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from attrsr.data.samplers import SamplePlan, epoch_rng
-from attrsr.engine.hooks import Method, MethodContext, method_names, registered_method
+from attrsr.engine.hooks import OWNABLE, Method, MethodContext, method_names, registered_method
 from attrsr.errors import AttrsrError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,6 +61,25 @@ def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
     return method
 
 
+def _exclusive_owners(methods: list[Method]) -> dict[str, int]:
+    """What each method owns exclusively (``Method.owns``) → the index of its owner; two owners of one
+    thing is a recipe error (two samplers cannot both decide an epoch's patches)."""
+    owners: dict[str, int] = {}
+    for i, m in enumerate(methods):
+        unknown = set(m.owns) - set(OWNABLE)
+        if unknown:
+            raise TypeError(f"method {m.name}: owns {sorted(unknown)}, but only {', '.join(OWNABLE)} can be owned")
+        for thing in sorted(m.owns):
+            if thing in owners:
+                j = owners[thing]
+                raise AttrsrError(
+                    f"methods.{j} ({methods[j].name}) and methods.{i} ({m.name}) both take over the {OWNABLE[thing]}; "
+                    "a run can have only one of them: remove one from methods"
+                )
+            owners[thing] = i
+    return owners
+
+
 class LossTermsChanged(AttrsrError):
     """A method returned different loss-term names at another step or on another rank."""
 
@@ -84,6 +103,7 @@ class MethodStack:
         # State is stored per method; the same method twice gets an index to keep the keys apart.
         self.keys = [k if keys.count(k) == 1 else f"{k}#{i}" for i, k in enumerate(keys)]
         self.term_names: list[list[str] | None] = [None] * len(methods)
+        self.owners = _exclusive_owners(methods)
 
     @property
     def needs_input_grad(self) -> bool:
@@ -101,9 +121,15 @@ class MethodStack:
         return plan
 
     def augment(self, batch: dict[str, Any], step: int, rank: int) -> dict[str, Any]:
+        mask = batch.pop("loss_mask", None)
         for i, m in enumerate(self.methods):
             gen, rng = augment_generators(self.seed, step, rank, i, batch["lr"].device)
             batch = m.augment(batch, gen, rng)
+            # Each method sees (and sets) only its own mask; the masks of several methods multiply.
+            own = batch.pop("loss_mask", None)
+            mask = own if mask is None else mask if own is None else mask * own
+        if mask is not None:
+            batch["loss_mask"] = mask
         return batch
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -32,8 +32,18 @@ The ``batch`` is a dict: ``lr`` (B,3,p,p) and ``hr`` (B,3,sp,sp) in [0,1]; ``ima
 ``left`` (B,) int64 from the sampler; a method may add keys. If it adds ``loss_mask`` (B,1|3,sp,sp),
 the pixel loss is averaged over the masked pixels only (Cutout).
 
-Several methods compose in config order: plans and batches flow through each method in turn, extra
-loss terms add up, step/epoch hooks all run. Randomness: ``plan_epoch`` gets a numpy generator
+Several methods compose in config order, by these rules:
+
+* plans and batches flow through each method in turn; extra loss terms add up; step, epoch and
+  validation hooks all run;
+* what a method takes over outright it declares in ``owns`` (``"sampler"``: its plan replaces the
+  epoch's; ``"forward"``: it decides what the network sees); two methods owning the same thing is a
+  recipe error before the run starts. A sampler that only reweights need not own the sampler;
+* each ``augment`` sees only its own ``loss_mask`` (none on entry); the masks of several methods
+  multiply (Cutout's dropped pixels stay dropped inside another method's region);
+* ``extra_losses`` must return the same term names at every step and on every rank (a zero tensor
+  for an inactive term): the log, the running means and DDP rely on it; a change is an error
+  naming the method. Randomness: ``plan_epoch`` gets a numpy generator
 derived from (seed, epoch, method index) and ``augment`` a torch and a numpy generator derived from
 (seed, step, rank, method index), so methods that draw from them are reproducible and resume exactly
 without carrying RNG state (the global RNGs are checkpointed too, for methods that use them).
@@ -143,8 +153,17 @@ class MethodContext:
         return distributed.gather_objects(self.dist, obj)
 
 
+#: What a method can take over exclusively (``Method.owns``), with the words used in error messages.
+OWNABLE = {"sampler": "sampler (plan_epoch)", "forward": "forward pass (what the network sees)"}
+
+
 class Method:
     """Base class of training methods; every hook is optional (the defaults change nothing)."""
+
+    #: What this method takes over exclusively (keys of ``OWNABLE``): a sampler that decides the
+    #: epoch's patches outright, or the network's forward pass. Two methods owning the same thing
+    #: is a recipe error, reported before anything runs.
+    owns: ClassVar[frozenset[str]] = frozenset()
 
     #: Parameters of the method (a pydantic model with ``extra="forbid"``); ``self.params`` holds them.
     Params: ClassVar[type[BaseModel]] = NoParams
