@@ -235,3 +235,24 @@ class TopMask(Method):
         mask[..., : hr.shape[-2] // 2, :] = 1
         batch["loss_mask"] = mask
         return batch
+
+
+class ValidationProbe(Method):
+    """Logs a row from ``setup`` (the run log must exist by then) and adds its own validation rows: the
+    mean output on a fixed input, over the whole image and over its left half (a "region" metric)."""
+
+    def setup(self, ctx):
+        ctx.log("setup", {"step": ctx.step, "images": len(ctx.images)})
+
+    @staticmethod
+    def probe_input():
+        return torch.linspace(0, 1, 3 * 12 * 12).reshape(1, 3, 12, 12)
+
+    def validate(self, model, step):
+        assert not model.training
+        with torch.no_grad():
+            sr = model(self.probe_input().to(next(model.parameters()).device))
+        return [
+            {"dataset": "probe", "out_mean": float(sr.mean())},
+            {"dataset": "probe-left", "out_mean": float(sr[..., : sr.shape[-1] // 2].mean()), "calls": step},
+        ]

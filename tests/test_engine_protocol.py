@@ -177,3 +177,31 @@ def test_loss_masks_of_several_methods_multiply(tmp_path, cache):
     terms = tr._train_step(batch)
     assert float(terms["pixel"]) == pytest.approx(float(quarter), rel=1e-5)
     assert float(terms["pixel"]) != pytest.approx(float(err[..., : h // 2, :].mean()), rel=1e-3)
+
+
+def test_a_method_adds_validation_rows_logged_like_the_built_in_ones(tmp_path, cache):
+    import csv
+
+    probe = json.dumps({"name": "hook_methods:ValidationProbe"})
+    tr = run(tiny_config(cache, "train.iterations=6", "val.every=3", f"methods=[{probe}]", val=True), tmp_path / "v")
+    rows = [json.loads(x) for x in (tmp_path / "v" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0] == {"kind": "setup", "step": 0, "images": 12}  # the log existed before setup
+    val = [r for r in rows if r["kind"] == "val"]
+    assert [(r["step"], r["dataset"]) for r in val] == [
+        (s, d) for s in (3, 6) for d in ("samples-val", "probe", "probe-left")
+    ]
+    from hook_methods import ValidationProbe
+
+    model = tr.eval_model.eval()
+    with torch.no_grad():
+        sr = model(ValidationProbe.probe_input())
+    last = {r["dataset"]: r for r in val if r["step"] == 6}
+    assert last["probe"]["out_mean"] == pytest.approx(float(sr.mean()), rel=1e-6)
+    assert last["probe-left"]["out_mean"] == pytest.approx(float(sr[..., :12].mean()), rel=1e-6)
+    assert last["probe"]["method"] == "hook_methods:ValidationProbe"
+    with (tmp_path / "v" / "val.csv").open(newline="") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["dataset"] for r in table] == ["samples-val", "probe", "probe-left"] * 2
+    assert float(table[-1]["out_mean"]) == pytest.approx(last["probe-left"]["out_mean"])
+    assert float(table[3]["psnr_y"]) == pytest.approx(last["samples-val"]["psnr_y"]) and table[4]["psnr_y"] == ""
+    assert table[2]["calls"] == "3" and table[1]["calls"] == ""

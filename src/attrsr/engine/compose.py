@@ -172,6 +172,20 @@ class MethodStack:
         for m in self.methods:
             m.on_epoch_end(epoch)
 
+    def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        was_training = model.training
+        model.eval()
+        try:
+            for key, m in zip(self.keys, self.methods):
+                for row in m.validate(model, step):
+                    if not isinstance(row, dict) or not isinstance(row.get("dataset"), str):
+                        raise TypeError(f"method {key}: validate must return dicts with a 'dataset' name, got {row!r}")
+                    rows.append({"dataset": row["dataset"], "method": key, **{k: v for k, v in row.items() if k != "dataset"}})
+        finally:
+            model.train(was_training)
+        return rows
+
     def state_dict(self) -> dict[str, Any]:
         return {k: m.state_dict() for k, m in zip(self.keys, self.methods)}
 

@@ -10,7 +10,9 @@ fixed points of its loop (see ``Trainer.fit``)::
 
     setup(ctx)                          once, after model and data exist, before the optimiser and DDP
                                         wrap; ``ctx`` is the method's :class:`MethodContext` (keep it):
-                                        read the data, build helpers, wrap/replace ``ctx.model``
+                                        read the data, build helpers, wrap/replace ``ctx.model``. The
+                                        run folder and its log exist already (``ctx.log`` works); on
+                                        resume it runs before the checkpoint's state is loaded
     plan_epoch(epoch, plan, rng)        which patches the epoch draws (samplers: reweighting, BSPA's
                                         class-balanced sub-images); returns a SamplePlan
     augment(batch, gen, rng)            the collated batch on the training device, before the forward
@@ -25,6 +27,12 @@ fixed points of its loop (see ``Trainer.fit``)::
     after_step(step)                    after each optimiser step and before the EMA update (BSPA:
                                         restore frozen weights; the EMA averages what it leaves)
     on_epoch_end(epoch)                 after an epoch's last batch (BSPA: refresh the importance)
+    validate(model, step)               at each validation: the method's own rows, e.g. per-class or
+                                        region PSNR: ``[{"dataset": NAME, METRIC: number, …}]``, logged
+                                        to metrics.jsonl/val.csv like the built-in rows (with ``step``
+                                        and ``method``). ``model`` is the validated network (the EMA
+                                        when enabled) in eval mode; runs on every rank (collectives
+                                        are allowed), rank 0's rows are logged
     state_dict() / load_state_dict()    the method's own state in checkpoints (torch.save-able with
                                         ``weights_only``: tensors, numbers, strings, lists, dicts)
 
@@ -104,6 +112,7 @@ class MethodContext:
     out: Path
     images: "DecodedImages"
     train_set: "PatchDataset"
+    _get_step: Callable[[], int] = dataclasses.field(repr=False)
     _get_model: Callable[[], torch.nn.Module] = dataclasses.field(repr=False)
     _set_model: Callable[[torch.nn.Module], None] = dataclasses.field(repr=False)
     _log: Callable[[str, dict[str, Any]], None] = dataclasses.field(repr=False)
@@ -119,6 +128,11 @@ class MethodContext:
     @model.setter
     def model(self, model: torch.nn.Module) -> None:
         self._set_model(model)
+
+    @property
+    def step(self) -> int:
+        """Optimiser steps done so far (the checkpoint's step in ``setup`` when resuming)."""
+        return self._get_step()
 
     def log(self, kind: str, row: dict[str, Any]) -> None:
         """Append a row to the run's metrics log (``metrics.jsonl``, and ``KIND.csv`` for ``train``/``val``);
@@ -191,6 +205,9 @@ class Method:
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
+
+    def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
+        return []
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -49,6 +49,12 @@ class RunLog:
             new = not path.exists() or path.stat().st_size == 0
             if kind not in self._columns:
                 self._columns[kind] = _header(path) if not new else list(row)
+            extra = [k for k in row if k not in self._columns[kind]]
+            if extra and not new:  # a method's validation row with its own metrics: widen the table
+                self._columns[kind] += extra
+                _rewrite_with_columns(path, self._columns[kind])
+            elif extra:
+                self._columns[kind] += extra
             with path.open("a", newline="") as fh:
                 w = csv.DictWriter(fh, fieldnames=self._columns[kind], extrasaction="ignore")
                 if new:
@@ -77,6 +83,16 @@ class RunLog:
                 buf = io.StringIO()
                 csv.writer(buf).writerows([head] + [r for r in body if len(r) == len(head) and _step_ok(lambda: r[i], step)])
                 write_bytes_atomic(path, buf.getvalue().encode())
+
+
+def _rewrite_with_columns(path: Path, columns: list[str]) -> None:
+    """Rewrite a CSV log under a wider header (earlier rows get empty cells in the new columns)."""
+    rows = list(csv.DictReader(_complete_lines(path)))
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    w.writerows(rows)
+    write_bytes_atomic(path, buf.getvalue().encode())
 
 
 def _complete_lines(path: Path) -> list[str]:

@@ -5,9 +5,12 @@
 
 ``Trainer.__init__`` first locks the run folder (an OS lock held until ``fit`` ends: a second
 training on the same folder fails at once, naming the holder's PID), then does everything that can
-fail on user input (config, model, data folders, patch sizes, scale, methods, resume compatibility)
-*before* any of the run's files is written; a bad run removes the folder again if it created it.
-``fit`` then runs the loop; what each method may change is documented in :mod:`attrsr.engine.hooks`.
+fail on user input (config, model, data folders, patch sizes, scale, methods and their parameters,
+method conflicts, resume compatibility) *before* any of the run's files is written; a bad run removes
+the folder again if it created it. ``config.yaml`` and the log are written just before the methods'
+``setup`` (which may log, and may take long); a failure in ``setup`` leaves only those, and the next
+fresh run starts new logs. ``fit`` then runs the loop; what each method may change is documented in
+:mod:`attrsr.engine.hooks`.
 
 Run folder (``train.out``)::
 
@@ -125,6 +128,13 @@ class Trainer:
         # Per-rank global RNG streams from here on (model init above is identical on every rank).
         _seed_everything(cfg.seed + self.dist.rank)
         self.model.to(self.device)
+        # --- from here on the run's files are written (rank 0): methods' setup may log already ---
+        if self.dist.is_main:
+            write_bytes_atomic(self.out / "config.yaml", dump_config(cfg).encode())
+        self.log = RunLog(self.out, resume_step=checkpoint["step"] if checkpoint else None, enabled=self.dist.is_main)
+        if self.skipped_images and self.dist.is_main and checkpoint is None:
+            self._log_skipped()
+        self.step = checkpoint["step"] if checkpoint else 0  # what ctx.step reads during setup
         self._setting_up = True
         self.methods.setup(self._method_context())  # may wrap or replace self.model
         self._setting_up = False
@@ -147,7 +157,6 @@ class Trainer:
         )
 
         # Loop position. An epoch's plan is made when its first batch is needed.
-        self.step = 0
         self.epoch = 0
         self.pos = 0  # batches of the current epoch already trained on
         self.plan: SamplePlan | None = None
@@ -159,12 +168,6 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
 
-        # --- from here on the run folder is written (rank 0) ----------------------------------
-        if self.dist.is_main:
-            write_bytes_atomic(self.out / "config.yaml", dump_config(cfg).encode())
-        self.log = RunLog(self.out, resume_step=self.step if checkpoint else None, enabled=self.dist.is_main)
-        if self.skipped_images and self.dist.is_main and checkpoint is None:
-            self._log_skipped()
 
     def _method_context(self) -> MethodContext:
         def set_model(model: nn.Module) -> None:
@@ -174,7 +177,7 @@ class Trainer:
 
         return MethodContext(
             cfg=self.cfg, device=self.device, dist=self.dist, out=self.out, images=self.images, train_set=self.train_set,
-            _get_model=lambda: self.model, _set_model=set_model, _log=lambda kind, row: self.log.write(kind, row),
+            _get_model=lambda: self.model, _set_model=set_model, _get_step=lambda: self.step, _log=lambda kind, row: self.log.write(kind, row),
             _batches=self.batches, _losses=self._losses,
         )
 
@@ -357,6 +360,8 @@ class Trainer:
             if self.best is None or self.last_val["psnr_y"] > self.best["psnr_y"]:
                 self.best = dict(self.last_val)
                 export_safetensors(self.export_state(), self.out / "best.safetensors", self._weights_metadata())
+        for row in self.methods.validate(self.eval_model, self.step):  # every rank computes, rank 0 logs
+            self.log.write("val", {"step": self.step, **row})
         distributed.barrier(self.dist)
         return self.last_val
 
