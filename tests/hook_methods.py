@@ -256,3 +256,19 @@ class ValidationProbe(Method):
             {"dataset": "probe", "out_mean": float(sr.mean())},
             {"dataset": "probe-left", "out_mean": float(sr[..., : sr.shape[-1] // 2].mean()), "calls": step},
         ]
+
+
+class AuxIsLR(Method):
+    """Adds each training image's own LR array as an auxiliary array; ``augment`` checks that it
+    arrives equal to the LR patch (uint8 → [0,1]) and counts the patches checked."""
+
+    def setup(self, ctx):
+        ctx.add_aux("lr_copy", [ctx.images.lr(i) for i in range(len(ctx.images))])
+        self.checked = 0
+
+    def augment(self, batch, gen, rng):
+        aux = batch["aux"]["lr_copy"]
+        assert aux.dtype == torch.uint8 and aux.device == batch["lr"].device
+        assert torch.equal(aux.float() / 255, batch["lr"]), "auxiliary patch not aligned with the LR patch"
+        self.checked += aux.shape[0]
+        return batch

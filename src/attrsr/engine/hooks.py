@@ -37,7 +37,8 @@ fixed points of its loop (see ``Trainer.fit``)::
                                         ``weights_only``: tensors, numbers, strings, lists, dicts)
 
 The ``batch`` is a dict: ``lr`` (B,3,p,p) and ``hr`` (B,3,sp,sp) in [0,1]; ``image``, ``top``,
-``left`` (B,) int64 from the sampler; a method may add keys. If it adds ``loss_mask`` (B,1|3,sp,sp),
+``left`` (B,) int64 from the sampler; ``aux`` {name: (B,[C,]p,p)} when a method added per-image
+auxiliary arrays (:meth:`MethodContext.add_aux`); a method may add keys. If it adds ``loss_mask`` (B,1|3,sp,sp),
 the pixel loss is averaged over the masked pixels only (Cutout).
 
 Several methods compose in config order, by these rules:
@@ -69,7 +70,7 @@ imports a method that lives outside attrsr (experiments, tests).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -133,6 +134,13 @@ class MethodContext:
     def step(self) -> int:
         """Optimiser steps done so far (the checkpoint's step in ``setup`` when resuming)."""
         return self._get_step()
+
+    def add_aux(self, name: str, arrays: Sequence[np.ndarray]) -> None:
+        """Per-image arrays on the LR grid (``arrays[i]``: H×W or H×W×C of image ``i``'s LR size, any
+        dtype; memory maps welcome, e.g. from :meth:`cached_per_image`), cropped, flipped and rotated
+        with every patch: batches then hold ``batch["aux"][name]`` as (B,p,p) or (B,C,p,p) aligned with
+        ``batch["lr"]``, dtype kept. Call it in ``setup``."""
+        self.train_set.add_aux(name, arrays)
 
     def log(self, kind: str, row: dict[str, Any]) -> None:
         """Append a row to the run's metrics log (``metrics.jsonl``, and ``KIND.csv`` for ``train``/``val``);

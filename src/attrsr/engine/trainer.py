@@ -245,7 +245,7 @@ class Trainer:
         self.loader = None
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch = _to_device(batch, self.device)
         batch = self.methods.augment(batch, self.step, self.dist.rank)
         if self.methods.needs_input_grad:
             batch["lr"].requires_grad_(True)
@@ -328,7 +328,7 @@ class Trainer:
         bs = batch_size or self.cfg.data.batch_size
         for lo in range(0, len(plan), bs):
             items = [self.train_set[plan.request(i)] for i in range(lo, min(lo + bs, len(plan)))]
-            yield {k: v.to(self.device) if torch.is_tensor(v) else v for k, v in default_collate(items).items()}
+            yield _to_device(default_collate(items), self.device)
 
     def _decoded_images(self) -> DecodedImages:
         # One process per node decodes; the others wait and open the same files.
@@ -477,6 +477,17 @@ class _Meter:
         if last_val is not None:
             out["psnr"] = f"{last_val['psnr_y']:.2f}"
         return out
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """Tensors of a batch (and of its ``aux`` dict) on ``device``."""
+    out = {}
+    for k, v in batch.items():
+        if isinstance(v, dict):
+            out[k] = _to_device(v, device)
+        else:
+            out[k] = v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+    return out
 
 
 def _seed_everything(seed: int) -> None:
