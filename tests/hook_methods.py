@@ -272,3 +272,24 @@ class AuxIsLR(Method):
         assert torch.equal(aux.float() / 255, batch["lr"]), "auxiliary patch not aligned with the LR patch"
         self.checked += aux.shape[0]
         return batch
+
+
+class CachedGrey(Method):
+    """Computes a grey map per training image once through ``ctx.cached_per_image`` (counting calls in
+    ``CALLS``), and trains with it as an auxiliary array."""
+
+    CALLS = 0
+
+    class Params(_P):
+        version: int = 1
+
+    def setup(self, ctx):
+        from attrsr.data.artifacts import weights_hash
+
+        def compute(i):
+            type(self).CALLS += 1
+            return ctx.images.lr(i).mean(axis=2).astype(np.float32)
+
+        key = {"weights": weights_hash(ctx.model), "version": self.params.version}
+        self.arrays = ctx.cached_per_image("grey", key, compute, progress=False)
+        ctx.add_aux("grey", self.arrays)

@@ -83,6 +83,7 @@ from attrsr.engine import distributed  # a leaf as well: rank helpers, no traine
 
 if TYPE_CHECKING:  # pragma: no cover
     from attrsr.config import Config
+    from attrsr.data.artifacts import PerImageArrays
     from attrsr.data.cache import DecodedImages
     from attrsr.data.patches import PatchDataset
 
@@ -141,6 +142,23 @@ class MethodContext:
         with every patch: batches then hold ``batch["aux"][name]`` as (B,p,p) or (B,C,p,p) aligned with
         ``batch["lr"]``, dtype kept. Call it in ``setup``."""
         self.train_set.add_aux(name, arrays)
+
+    def cached_per_image(
+        self, name: str, key: dict[str, Any], compute: Callable[[int], np.ndarray], *, progress: bool = True
+    ) -> "PerImageArrays":
+        """``compute(i)`` for every training image, computed once and stored memory-mapped next to the
+        decoded-image cache (:mod:`attrsr.data.artifacts`): local rank 0 computes (with a progress
+        bar, resuming a killed build image by image) while the other ranks wait, then every rank opens
+        the same files. ``key`` (JSON data) names what the arrays depend on besides the images: the
+        model's weights (:func:`attrsr.data.artifacts.weights_hash`), the method's parameters, … A
+        later run with the same images and key reuses them."""
+        from attrsr.data.artifacts import cached_per_image
+
+        arrays = None
+        if self.dist.local_rank == 0:
+            arrays = cached_per_image(self.images, name, key, compute, progress=progress and self.dist.is_main)
+        self.barrier()
+        return arrays or cached_per_image(self.images, name, key, compute, build=False)
 
     def log(self, kind: str, row: dict[str, Any]) -> None:
         """Append a row to the run's metrics log (``metrics.jsonl``, and ``KIND.csv`` for ``train``/``val``);
