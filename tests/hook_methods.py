@@ -293,3 +293,36 @@ class CachedGrey(Method):
         key = {"weights": weights_hash(ctx.model), "version": self.params.version}
         self.arrays = ctx.cached_per_image("grey", key, compute, progress=False)
         ctx.add_aux("grey", self.arrays)
+
+
+class MirroredInput(Method):
+    """Forward hook: the network sees the horizontally mirrored LR patch; its output is mirrored back."""
+
+    def forward(self, model, batch):
+        return model(batch["lr"].flip(-1)).flip(-1)
+
+
+class SpaceToDepthHead(Method):
+    """Wraps the network with a learnable head on a nearest-upsampled (HR-size) input, as CutBlur's
+    reference does, and feeds HR-size input through its forward hook."""
+
+    export_note = "space-to-depth head (head.*) in front of the zoo network (net.*); input: LR nearest-upsampled ×scale"
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self, net, scale):
+            super().__init__()
+            self.net, self.scale = net, scale
+            self.head = torch.nn.Conv2d(3 * scale * scale, 3, 1)
+
+        def forward(self, x, hr_size=False):
+            if not hr_size:  # test time: LR in
+                x = torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+            return self.net(self.head(torch.nn.functional.pixel_unshuffle(x, self.scale)))
+
+    def setup(self, ctx):
+        ctx.model = self.Wrapped(ctx.model, ctx.cfg.scale)
+
+    def forward(self, model, batch):
+        x = torch.nn.functional.interpolate(batch["lr"], scale_factor=2, mode="nearest")
+        self.last_input_size = tuple(x.shape[-2:])
+        return model(x, hr_size=True)

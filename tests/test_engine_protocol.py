@@ -205,3 +205,43 @@ def test_a_method_adds_validation_rows_logged_like_the_built_in_ones(tmp_path, c
     assert float(table[-1]["out_mean"]) == pytest.approx(last["probe-left"]["out_mean"])
     assert float(table[3]["psnr_y"]) == pytest.approx(last["samples-val"]["psnr_y"]) and table[4]["psnr_y"] == ""
     assert table[2]["calls"] == "3" and table[1]["calls"] == ""
+
+
+def test_a_forward_hook_decides_what_the_network_sees(tmp_path, cache):
+    mirrored = json.dumps({"name": "hook_methods:MirroredInput"})
+    tr = Trainer(tiny_config(cache, f"methods=[{mirrored}]"), out=tmp_path / "f", progress=False)
+    batch = next(tr.batches(tr._make_plan(0), 4))
+    with torch.no_grad():
+        seen = tr.model(batch["lr"].flip(-1)).flip(-1)
+        plain = tr.model(batch["lr"])
+    terms = tr._train_step(batch)
+    assert float(terms["pixel"]) == pytest.approx(float((seen - batch["hr"]).abs().mean()), rel=1e-6)
+    assert float(terms["pixel"]) != pytest.approx(float((plain - batch["hr"]).abs().mean()), rel=1e-4)
+
+
+def test_two_forward_hooks_are_a_recipe_error(tmp_path, cache):
+    from attrsr.errors import AttrsrError
+
+    a, b = json.dumps({"name": "hook_methods:MirroredInput"}), json.dumps({"name": "hook_methods:SpaceToDepthHead"})
+    with pytest.raises(AttrsrError, match=r"methods\.0 \(hook_methods:MirroredInput\) and methods\.1 \(hook_methods:SpaceToDepthHead\) both take over the forward pass"):
+        Trainer(tiny_config(cache, f"methods=[{a}, {b}]"), out=tmp_path / "x", progress=False)
+
+
+def test_a_wrapped_network_trains_on_hr_size_input_and_its_export_says_what_it_is(tmp_path, cache):
+    from safetensors import safe_open
+
+    from attrsr import models
+    from attrsr.errors import AttrsrError
+
+    head = json.dumps({"name": "hook_methods:SpaceToDepthHead"})
+    tr = run(tiny_config(cache, "train.iterations=3", f"methods=[{head}]", val=True), tmp_path / "h")
+    assert tr.methods.methods[0].last_input_size == (32, 32)  # HR-size input (LR patches are 16×16)
+    with safe_open(str(tmp_path / "h" / "model.safetensors"), "pt") as fh:
+        meta, keys = fh.metadata(), set(fh.keys())
+    assert meta["zoo_loadable"] == "false" and meta["architecture"].startswith("hook_methods:SpaceToDepthHead: space-to-depth head")
+    assert {"head.weight", "net.head.0.weight"} <= keys
+    with pytest.raises(AttrsrError):
+        models.load("edsr-baseline", weights=tmp_path / "h" / "model.safetensors", scale=2, n_resblocks=2, n_feats=16)
+    plain = run(tiny_config(cache, "train.iterations=1"), tmp_path / "p")
+    with safe_open(str(plain.out / "model.safetensors"), "pt") as fh:
+        assert fh.metadata()["zoo_loadable"] == "true" and "architecture" not in fh.metadata()

@@ -69,7 +69,8 @@ def _exclusive_owners(methods: list[Method]) -> dict[str, int]:
         unknown = set(m.owns) - set(OWNABLE)
         if unknown:
             raise TypeError(f"method {m.name}: owns {sorted(unknown)}, but only {', '.join(OWNABLE)} can be owned")
-        for thing in sorted(m.owns):
+        owns = set(m.owns) | ({"forward"} if type(m).forward is not Method.forward else set())  # a forward hook owns it
+        for thing in sorted(owns):
             if thing in owners:
                 j = owners[thing]
                 raise AttrsrError(
@@ -131,6 +132,18 @@ class MethodStack:
         if mask is not None:
             batch["loss_mask"] = mask
         return batch
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """The network's output for the batch: the owning method's ``forward`` or ``model(batch["lr"])``."""
+        owner = self.owners.get("forward")
+        return model(batch["lr"]) if owner is None else self.methods[owner].forward(model, batch)
+
+    def export_note(self) -> str:
+        """What the exported weights are when a method wrapped the network (its ``export_note``)."""
+        notes = [f"{k}: {m.export_note}" for k, m in zip(self.keys, self.methods) if m.export_note]
+        return "; ".join(notes) or (
+            "the network as wrapped by the method(s) " + ", ".join(self.keys) + " (not the zoo model's parameter layout)"
+        )
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}

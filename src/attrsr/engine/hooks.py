@@ -18,6 +18,17 @@ fixed points of its loop (see ``Trainer.fit``)::
     augment(batch, gen, rng)            the collated batch on the training device, before the forward
                                         pass (CutBlur/ADD mixes, masks); returns the batch. ``gen``
                                         (torch, on the batch's device) and ``rng`` (numpy: Beta draws)
+    forward(model, batch)               the network's output for the training batch (default
+                                        ``model(batch["lr"])``): for methods that change what the
+                                        network sees (CutBlur's HR-size input through a space-to-depth
+                                        head). ``model`` is the DDP-wrapped network when distributed:
+                                        call it (``model(x, **kw)``), never its submodules, so that
+                                        gradients are synchronised. Overriding it owns the forward pass
+                                        (one such method per run). Validation and export use the plain
+                                        ``model(lr)``: a method that wraps the network in ``setup``
+                                        makes the wrapper's LR→SR ``forward`` right for test time and
+                                        says in ``export_note`` what ``model.safetensors`` then holds
+                                        (its metadata gets ``zoo_loadable: false`` and that note)
     extra_losses(batch, sr, model)      extra loss terms {name: scalar}, added to the pixel loss;
                                         ``model`` is the network (unwrapped from DDP; extra forward
                                         passes through it are DDP-safe). With ``needs_input_grad`` the
@@ -209,6 +220,9 @@ class Method:
     Params: ClassVar[type[BaseModel]] = NoParams
     #: Set when ``extra_losses`` differentiates through the input (the engine marks ``lr`` requires_grad).
     needs_input_grad: ClassVar[bool] = False
+    #: When ``setup`` wraps the network so that its weights are no longer the zoo model's: one sentence
+    #: saying what the exported ``model.safetensors`` holds (stored in its metadata).
+    export_note: ClassVar[str] = ""
 
     def __init__(self, params: BaseModel | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -222,6 +236,9 @@ class Method:
 
     def augment(self, batch: dict[str, Any], gen: torch.Generator, rng: np.random.Generator) -> dict[str, Any]:
         return batch
+
+    def forward(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        return model(batch["lr"])
 
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {}

@@ -18,7 +18,9 @@ Run folder (``train.out``)::
     latest.pt          full training state (model, optimiser, scheduler, EMA, RNGs, plan position,
                        method state), rewritten atomically every ``train.checkpoint_every`` steps
     best.safetensors   weights with the best validation Y-PSNR on the first ``val.data`` set
-    model.safetensors  final weights (EMA weights when ``train.ema`` is set)
+    model.safetensors  final weights (EMA weights when ``train.ema`` is set); its metadata says
+                       whether ``attrsr.models.load`` reads it (``zoo_loadable``) and, when a
+                       method wrapped the network, what it holds instead (``architecture``)
     metrics.jsonl, train.csv, val.csv   (+ tb/ when tensorboard is installed)
     .lock              while a training runs: its PID (the OS lock itself vanishes with the process)
 """
@@ -136,8 +138,10 @@ class Trainer:
             self._log_skipped()
         self.step = checkpoint["step"] if checkpoint else 0  # what ctx.step reads during setup
         self._setting_up = True
+        zoo_keys = set(self.model.state_dict())
         self.methods.setup(self._method_context())  # may wrap or replace self.model
         self._setting_up = False
+        self._export_note = self.methods.export_note() if set(self.model.state_dict()) != zoo_keys else None
         self.model.to(self.device)
         self.optimizer = make_optimizer(cfg.optim, [p for p in self.model.parameters() if p.requires_grad])
         self.scheduler = make_scheduler(cfg.schedule, self.optimizer, cfg.optim.lr, cfg.train.iterations)
@@ -274,7 +278,7 @@ class Trainer:
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The forward pass and every loss term of one (augmented) batch: ``(total, terms)``."""
-        sr = self.train_model(batch["lr"])
+        sr = self.methods.forward(self.train_model, batch)
         terms = {"pixel": self.loss_fn(sr, batch["hr"], batch.get("loss_mask"))}
         terms.update(self.methods.extra_losses(batch, sr, self.model))
         return torch.stack([t.reshape(()) for t in terms.values()]).sum(), terms
@@ -401,7 +405,13 @@ class Trainer:
 
     def _weights_metadata(self) -> dict[str, Any]:
         m = self.cfg.model
-        return {"model": m.name, "scale": self.cfg.scale, "config": m.args, "step": self.step, "recipe": self.cfg.name}
+        meta = {"model": m.name, "scale": self.cfg.scale, "config": m.args, "step": self.step, "recipe": self.cfg.name}
+        # A method that wrapped the network (setup) exports the wrapper: say so, rather than leave a
+        # file that attrsr.models.load would reject with a key mismatch.
+        meta["zoo_loadable"] = self._export_note is None
+        if self._export_note is not None:
+            meta["architecture"] = self._export_note
+        return meta
 
     def _read_resume_checkpoint(self, resume: bool) -> dict[str, Any] | None:
         latest = self.out / "latest.pt"
