@@ -326,3 +326,38 @@ class SpaceToDepthHead(Method):
         x = torch.nn.functional.interpolate(batch["lr"], scale_factor=2, mode="nearest")
         self.last_input_size = tuple(x.shape[-2:])
         return model(x, hr_size=True)
+
+
+class TaskNetwork(Method):
+    """A toy SR4IR: a task network T trained beside the SR network S with its own optimiser (SGD with
+    momentum) and schedule, registered through ``ctx.add_network``. Phase 1 (the normal step): S's loss
+    gets a feature term through T, frozen. Phase 2 (``after_step``): T steps on the SR of the updated S
+    (detached) and on HR, classifying each patch by its image index mod 4."""
+
+    class Params(_P):
+        weight: float = 0.5
+
+    def setup(self, ctx):
+        self.ctx = ctx
+        self.task = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 3, padding=1))
+        self.opt = torch.optim.SGD(self.task.parameters(), lr=0.05, momentum=0.9)
+        self.sched = torch.optim.lr_scheduler.StepLR(self.opt, step_size=3, gamma=0.5)
+        self.task_train = ctx.add_network("task", self.task, self.opt, self.sched)
+
+    def extra_losses(self, batch, sr, model):
+        self.batch = batch
+        self.task.requires_grad_(False)  # frozen in phase 1: S's loss does not reach T
+        term = (self.task(sr) - self.task(batch["hr"])).abs().mean()
+        self.task.requires_grad_(True)
+        return {"tdp": self.params.weight * term}
+
+    def after_step(self, step):
+        with torch.no_grad():
+            sr = self.ctx.model(self.batch["lr"].detach())
+        labels = self.batch["image"] % 4
+        logits = lambda x: self.task_train(x).mean((2, 3))  # noqa: E731
+        loss = 0.5 * (torch.nn.functional.cross_entropy(logits(sr), labels) + torch.nn.functional.cross_entropy(logits(self.batch["hr"]), labels))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()

@@ -245,3 +245,47 @@ def test_a_wrapped_network_trains_on_hr_size_input_and_its_export_says_what_it_i
     plain = run(tiny_config(cache, "train.iterations=1"), tmp_path / "p")
     with safe_open(str(plain.out / "model.safetensors"), "pt") as fh:
         assert fh.metadata()["zoo_loadable"] == "true" and "architecture" not in fh.metadata()
+
+
+def test_a_second_network_with_its_own_optimiser_is_checkpointed_and_resumes_exactly(tmp_path, cache, monkeypatch):
+    """The SR4IR shape: two networks, two optimisers. Crash after the checkpoint, resume: both
+    networks, T's momentum and its schedule continue exactly as in an uninterrupted run."""
+    from attrsr.engine.networks import Network, restore_networks
+    from attrsr.errors import AttrsrError
+    from engine_helpers import same_weights, weights
+
+    task = json.dumps({"name": "hook_methods:TaskNetwork"})
+    opts = ["train.iterations=8", "train.checkpoint_every=4", f"methods=[{task}]"]
+    full = run(tiny_config(cache, *opts), tmp_path / "full")
+    t0 = full.methods.methods[0]
+    crashed = Trainer(tiny_config(cache, *opts), out=tmp_path / "crash", progress=False)
+    init_task = {k: v.clone() for k, v in crashed.methods.methods[0].task.state_dict().items()}
+    step = crashed._train_step
+
+    def failing(batch):
+        if crashed.step == 6:
+            raise RuntimeError("simulated crash")
+        return step(batch)
+
+    monkeypatch.setattr(crashed, "_train_step", failing)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.fit()
+    saved = torch.load(tmp_path / "crash" / "latest.pt", weights_only=True)["networks"]["task"]
+    assert saved["optimizer"]["state"] and saved["scheduler"]["last_epoch"] == 4  # momentum and schedule saved
+    resumed = run(tiny_config(cache, *opts), tmp_path / "crash", resume=True)
+    t1 = resumed.methods.methods[0]
+
+    assert same_weights(weights(full.out / "model.safetensors"), weights(resumed.out / "model.safetensors"))
+    assert same_weights(t0.task.state_dict(), t1.task.state_dict())
+    assert not same_weights(t0.task.state_dict(), init_task)  # T was trained
+    assert t1.sched.get_last_lr() == t0.sched.get_last_lr() == [0.05 * 0.5**2]
+    assert full.networks["task"].module is t0.task and tr_keys(full) == {"task"}
+
+    with pytest.raises(AttrsrError, match=r"holds networks \['task'\] besides the model, this run registers none"):
+        restore_networks({}, {"task": saved}, "latest.pt")
+    with pytest.raises(AttrsrError, match="holds networks none"):
+        restore_networks({"task": Network(t1.task, t1.opt)}, None, "latest.pt")
+
+
+def tr_keys(trainer):
+    return set(trainer.networks)

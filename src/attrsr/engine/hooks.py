@@ -125,6 +125,7 @@ class MethodContext:
     out: Path
     images: "DecodedImages"
     train_set: "PatchDataset"
+    _add_network: Callable[..., torch.nn.Module] = dataclasses.field(repr=False)
     _get_step: Callable[[], int] = dataclasses.field(repr=False)
     _get_model: Callable[[], torch.nn.Module] = dataclasses.field(repr=False)
     _set_model: Callable[[torch.nn.Module], None] = dataclasses.field(repr=False)
@@ -146,6 +147,23 @@ class MethodContext:
     def step(self) -> int:
         """Optimiser steps done so far (the checkpoint's step in ``setup`` when resuming)."""
         return self._get_step()
+
+    def add_network(
+        self,
+        name: str,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    ) -> torch.nn.Module:
+        """Train a second network beside the SR model (SR4IR's task network). In ``setup`` only.
+
+        The engine moves it to the device, checkpoints module, optimiser and scheduler in
+        ``latest.pt``, restores them on resume (a resumed run must add the same networks), and
+        returns the module to call for synchronised training: DDP-wrapped when distributed (if it
+        has trainable parameters), else the module itself. Stepping its optimiser (and scheduler)
+        is the method's job, e.g. in ``after_step``; ``optimizer`` must hold ``module``'s
+        parameters (the engine moves the module before any optimiser state exists)."""
+        return self._add_network(name, module, optimizer, scheduler)
 
     def add_aux(self, name: str, arrays: Sequence[np.ndarray]) -> None:
         """Per-image arrays on the LR grid (``arrays[i]``: H×W or H×W×C of image ``i``'s LR size, any

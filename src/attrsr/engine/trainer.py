@@ -16,7 +16,8 @@ Run folder (``train.out``)::
 
     config.yaml        the resolved recipe
     latest.pt          full training state (model, optimiser, scheduler, EMA, RNGs, plan position,
-                       method state), rewritten atomically every ``train.checkpoint_every`` steps
+                       method state, methods' extra networks with their optimisers and schedules),
+                       rewritten atomically every ``train.checkpoint_every`` steps
     best.safetensors   weights with the best validation Y-PSNR on the first ``val.data`` set
     model.safetensors  final weights (EMA weights when ``train.ema`` is set); its metadata says
                        whether ``attrsr.models.load`` reads it (``zoo_loadable``) and, when a
@@ -51,6 +52,7 @@ from attrsr.fileio import FolderLock, check_output, write_bytes_atomic
 from attrsr.engine.compose import MethodStack, build_method
 from attrsr.engine.hooks import MethodContext
 from attrsr.engine.logs import RunLog
+from attrsr.engine.networks import Network, networks_state, restore_networks
 from attrsr.engine.optim import make_ema, make_optimizer, make_scheduler, pixel_loss
 from attrsr.errors import AttrsrError
 
@@ -137,6 +139,7 @@ class Trainer:
         if self.skipped_images and self.dist.is_main and checkpoint is None:
             self._log_skipped()
         self.step = checkpoint["step"] if checkpoint else 0  # what ctx.step reads during setup
+        self.networks: dict[str, Network] = {}  # extra trained networks (ctx.add_network)
         self._setting_up = True
         zoo_keys = set(self.model.state_dict())
         self.methods.setup(self._method_context())  # may wrap or replace self.model
@@ -179,10 +182,22 @@ class Trainer:
                 raise RuntimeError("a method may replace the model only in setup (the optimiser holds its parameters)")
             self.model = model
 
+        def add_network(name: str, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> nn.Module:
+            if not self._setting_up:
+                raise RuntimeError("networks are added in setup (before the checkpoint is restored)")
+            if name in self.networks or name == "model":
+                raise ValueError(f"network {name!r} added twice (or named like the SR model)")
+            net = Network(module.to(self.device), optimizer, scheduler, wrapped=module)
+            if self.dist.enabled and any(p.requires_grad for p in module.parameters()):
+                ids = [self.device.index] if self.device.type == "cuda" else None
+                net.wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
+            self.networks[name] = net
+            return net.wrapped
+
         return MethodContext(
             cfg=self.cfg, device=self.device, dist=self.dist, out=self.out, images=self.images, train_set=self.train_set,
             _get_model=lambda: self.model, _set_model=set_model, _get_step=lambda: self.step, _log=lambda kind, row: self.log.write(kind, row),
-            _batches=self.batches, _losses=self._losses,
+            _batches=self.batches, _losses=self._losses, _add_network=add_network,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -384,6 +399,7 @@ class Trainer:
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "rng": rngs,
                 "methods": self.methods.state_dict(),
+                "networks": networks_state(self.networks),
                 "best": self.best,
                 "last_val": self.last_val,
                 "world": self.dist.world,
@@ -439,6 +455,7 @@ class Trainer:
         if self.ema is not None:
             self.ema.load_state_dict(state["ema"])
         self.methods.load_state_dict(state["methods"])
+        restore_networks(self.networks, state.get("networks"), str(self.out / "latest.pt"))
         self.step, self.epoch, self.pos = state["step"], state["epoch"], state["pos"]
         self.plan = SamplePlan.from_state(state["plan"]) if state["plan"] is not None else None
         self.best, self.last_val = state["best"], state["last_val"]
