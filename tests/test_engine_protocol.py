@@ -93,7 +93,7 @@ def test_a_method_works_through_its_context(tmp_path, cache):
     ctx = tr.methods.methods[0].ctx
     assert isinstance(ctx, MethodContext) and ctx.model is tr.model and ctx.out == tmp_path / "c"
     assert ctx.device == tr.device and ctx.dist.world == 1 and ctx.cfg.scale == 2 and len(ctx.images) == 12
-    assert float(tr.model.gain) != 1.0  # the wrapper's parameter was trained
+    assert float(tr.model.gain.detach()) != 1.0  # the wrapper's parameter was trained
     probes = [json.loads(x) for x in (tmp_path / "c" / "metrics.jsonl").read_text().splitlines() if '"probe"' in x]
     assert [p["epoch"] for p in probes] == [0, 1]
 
@@ -289,3 +289,20 @@ def test_a_second_network_with_its_own_optimiser_is_checkpointed_and_resumes_exa
 
 def tr_keys(trainer):
     return set(trainer.networks)
+
+
+def test_a_method_runs_extra_batches_through_the_normal_optimisation_step(tmp_path, cache):
+    """ctx.optimise(batch) changes the weights exactly as the loop's step does (same losses, clipping,
+    optimiser), without advancing the step count or the schedule."""
+    from engine_helpers import same_weights
+
+    opts = ["optim.grad_clip=0.05", "schedule.warmup=4", "methods=" + json.dumps([{"name": "hook_methods:LearnedGain"}])]
+    loop = Trainer(tiny_config(cache, *opts), out=tmp_path / "a", progress=False)
+    extra = Trainer(tiny_config(cache, *opts), out=tmp_path / "b", progress=False)
+    ctx = extra.methods.methods[0].ctx
+    batch = next(loop.batches(loop._make_plan(0), 4))
+    t_loop = loop._train_step({k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()})
+    t_extra = ctx.optimise({k: v.clone() if torch.is_tensor(v) else v for k, v in batch.items()})
+    assert set(t_extra) == set(t_loop) and float(t_extra["loss"]) == float(t_loop["loss"])
+    assert same_weights(loop.model.state_dict(), extra.model.state_dict())
+    assert extra.step == 0 and extra.scheduler.last_epoch == 0 and loop.scheduler.last_epoch == 1

@@ -132,6 +132,7 @@ class MethodContext:
     _log: Callable[[str, dict[str, Any]], None] = dataclasses.field(repr=False)
     _batches: Callable[[SamplePlan, int | None], Iterator[dict[str, Any]]] = dataclasses.field(repr=False)
     _losses: Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor]]] = dataclasses.field(repr=False)
+    _optimise: Callable[[dict[str, Any]], dict[str, torch.Tensor]] = dataclasses.field(repr=False)
 
     @property
     def model(self) -> torch.nn.Module:
@@ -207,6 +208,14 @@ class MethodContext:
         fine-tuning a copy of the weights). It runs through the DDP wrapper when distributed, so
         every rank must call it the same number of times."""
         return self._losses(batch)
+
+    def optimise(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One normal optimisation step of the SR model on ``batch``: forward pass and losses as in
+        :meth:`losses`, backward, ``optim.grad_clip``, the non-finite check, the optimiser's step.
+        Returns the detached terms (``loss``, each term, ``grad_norm``). It does not count as a loop
+        step: no schedule step, no ``after_step``, no EMA update, no augmentation (BSPA's fine-tuning
+        on inverse-sampled batches). Under DDP every rank must call it equally often."""
+        return self._optimise(batch)
 
     # Distributed helpers (no-ops when undistributed).
 

@@ -198,6 +198,7 @@ class Trainer:
             cfg=self.cfg, device=self.device, dist=self.dist, out=self.out, images=self.images, train_set=self.train_set,
             _get_model=lambda: self.model, _set_model=set_model, _get_step=lambda: self.step, _log=lambda kind, row: self.log.write(kind, row),
             _batches=self.batches, _losses=self._losses, _add_network=add_network,
+            _optimise=lambda batch: self._optimise(_to_device(batch, self.device)),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -266,6 +267,18 @@ class Trainer:
     def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = _to_device(batch, self.device)
         batch = self.methods.augment(batch, self.step, self.dist.rank)
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
+        terms = self._optimise(batch)
+        self.scheduler.step()
+        # after_step first: weights a method restores (BSPA's frozen ones) must be what the EMA averages.
+        self.methods.after_step(self.step + 1)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return terms
+
+    def _optimise(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """One optimiser step on an (augmented) batch: losses, backward, clipping, step. The loop's
+        bookkeeping (schedule, after_step, EMA, counters) is the caller's."""
         if self.methods.needs_input_grad:
             batch["lr"].requires_grad_(True)
         loss, terms = self._losses(batch)
@@ -282,13 +295,7 @@ class Trainer:
         else:
             norm = nn.utils.get_total_norm([p.grad for p in params])
         self._check_finite(norm, "gradient norm", terms)
-        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
-        self.scheduler.step()
-        # after_step first: weights a method restores (BSPA's frozen ones) must be what the EMA averages.
-        self.methods.after_step(self.step + 1)
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": norm.detach()}
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
