@@ -49,8 +49,16 @@ fixed points of its loop (see ``Trainer.fit``)::
 
 The ``batch`` is a dict: ``lr`` (B,3,p,p) and ``hr`` (B,3,sp,sp) in [0,1]; ``image``, ``top``,
 ``left`` (B,) int64 from the sampler; ``aux`` {name: (B,[C,]p,p)} when a method added per-image
-auxiliary arrays (:meth:`MethodContext.add_aux`); a method may add keys. If it adds ``loss_mask`` (B,1|3,sp,sp),
-the pixel loss is averaged over the masked pixels only (Cutout).
+auxiliary arrays (:meth:`MethodContext.add_aux`); a method may add keys. If it adds ``loss_mask``
+(B,1|3,sp,sp), the pixel loss is averaged over the masked pixels only (Cutout).
+
+What a method may use of the run is its :class:`MethodContext`: ``cfg``, ``device``, ``dist``,
+``out``, ``images``, ``train_set``, ``model``, ``step``; ``log``; ``batches`` (any plan through the
+data pipeline), ``losses`` (the step's forward pass and losses) and ``optimise`` (the normal
+optimisation step) for its own loops; ``add_aux`` (per-image arrays travelling with the patches),
+``cached_per_image`` (per-image artifacts computed once, memory-mapped, reused by later runs),
+``add_network`` (a second trained network with its own optimiser: checkpointed, resumed,
+DDP-wrapped); ``barrier``/``broadcast``/``gather``.
 
 Several methods compose in config order, by these rules:
 
@@ -63,10 +71,12 @@ Several methods compose in config order, by these rules:
   multiply (Cutout's dropped pixels stay dropped inside another method's region);
 * ``extra_losses`` must return the same term names at every step and on every rank (a zero tensor
   for an inactive term): the log, the running means and DDP rely on it; a change is an error
-  naming the method. Randomness: ``plan_epoch`` gets a numpy generator
-derived from (seed, epoch, method index) and ``augment`` a torch and a numpy generator derived from
-(seed, step, rank, method index), so methods that draw from them are reproducible and resume exactly
-without carrying RNG state (the global RNGs are checkpointed too, for methods that use them).
+  naming the method.
+
+Randomness: ``plan_epoch`` gets a numpy generator derived from (seed, epoch, method index) and
+``augment`` a torch and a numpy generator derived from (seed, step, rank, method index), so methods
+that draw from them are reproducible and resume exactly without carrying RNG state (the global RNGs
+are checkpointed per rank too, for code that uses them, e.g. SwinIR's stochastic depth).
 
 Methods are registered by name (:func:`register_method`) and configured in the recipe::
 
