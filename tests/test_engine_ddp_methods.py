@@ -1,5 +1,6 @@
-"""DDP with methods: 2 processes (gloo on CPU) with a double-backprop method (a loss on ∂SR/∂LR) and a
-method that adds its own validation rows match 1 process with the same global batch."""
+"""DDP with methods: 2 processes (gloo on CPU) with a double-backprop method (a loss on ∂SR/∂LR), a
+method that adds its own validation rows and a method training a second network with its own
+optimiser (SR4IR's shape) match 1 process with the same global batch."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from engine_helpers import subprocess_env, train_cmd, weights
 
 pytestmark = pytest.mark.slow
 
-METHODS = [{"name": "hook_methods:InputGradPenalty", "weight": 30.0}, {"name": "hook_methods:ValidationProbe"}]
+METHODS = [
+    {"name": "hook_methods:InputGradPenalty", "weight": 30.0},
+    {"name": "hook_methods:ValidationProbe"},
+    {"name": "hook_methods:TaskNetwork"},
+]
 
 
 def _cmd(out, *extra):
@@ -24,7 +29,7 @@ def _cmd(out, *extra):
     return train_cmd(out, sets, *extra)
 
 
-def test_two_processes_with_double_backprop_and_method_validation_match_one(tmp_path):
+def test_two_processes_with_double_backprop_method_validation_and_a_second_network_match_one(tmp_path):
     env = subprocess_env(tmp_path / "cache")
     one = subprocess.run(_cmd(tmp_path / "one"), env=env, capture_output=True, text=True, timeout=300)
     assert one.returncode == 0, one.stderr[-3000:]
@@ -35,6 +40,9 @@ def test_two_processes_with_double_backprop_and_method_validation_match_one(tmp_
     w1, w2 = weights(tmp_path / "one" / "model.safetensors"), weights(tmp_path / "two" / "model.safetensors")
     for k in w1:  # equal up to the order of the float reductions
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-4, atol=1e-5)
+    task1, task2 = (torch.load(tmp_path / r / "latest.pt", weights_only=True)["networks"]["task"]["module"] for r in ("one", "two"))
+    for k in task1:  # the second network: one initialisation (rank 0's, broadcast by DDP), synchronised steps
+        torch.testing.assert_close(task2[k], task1[k], rtol=1e-4, atol=1e-5)
 
     def rows(run, kind):
         return [json.loads(x) for x in (tmp_path / run / "metrics.jsonl").read_text().splitlines() if json.loads(x)["kind"] == kind]

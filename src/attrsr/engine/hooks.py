@@ -135,7 +135,7 @@ class MethodContext:
     out: Path
     images: "DecodedImages"
     train_set: "PatchDataset"
-    _add_network: Callable[..., torch.nn.Module] = dataclasses.field(repr=False)
+    _add_network: Callable[..., Callable[..., Any]] = dataclasses.field(repr=False)
     _get_step: Callable[[], int] = dataclasses.field(repr=False)
     _get_model: Callable[[], torch.nn.Module] = dataclasses.field(repr=False)
     _set_model: Callable[[torch.nn.Module], None] = dataclasses.field(repr=False)
@@ -165,13 +165,15 @@ class MethodContext:
         module: torch.nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
-    ) -> torch.nn.Module:
+    ) -> Callable[..., Any]:
         """Train a second network beside the SR model (SR4IR's task network). In ``setup`` only.
 
         The engine moves it to the device, checkpoints module, optimiser and scheduler in
         ``latest.pt``, restores them on resume (a resumed run must add the same networks), and
-        returns the module to call for synchronised training: DDP-wrapped when distributed (if it
-        has trainable parameters), else the module itself. Stepping its optimiser (and scheduler)
+        returns what to call for synchronised training: it runs the module through its DDP wrapper
+        when distributed (if it has trainable parameters), else the module itself (``.module`` is
+        the plain module). Keep that callable, not a wrapper: the engine releases the wrapper
+        before the process group is torn down. Stepping its optimiser (and scheduler)
         is the method's job, e.g. in ``after_step``; ``optimizer`` must hold ``module``'s
         parameters (the engine moves the module before any optimiser state exists)."""
         return self._add_network(name, module, optimizer, scheduler)

@@ -28,6 +28,9 @@ class Network:
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
     wrapped: nn.Module | None = None
 
+    def forwarder(self) -> "Forwarder":
+        return Forwarder(self)
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "module": self.module.state_dict(),
@@ -40,6 +43,22 @@ class Network:
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+class Forwarder:
+    """What a method calls to run an extra network: forwards to its DDP wrapper while training. The
+    wrapper itself stays with the engine, which releases it before the process group is destroyed
+    (a method holding the wrapper would keep gloo's threads alive at exit: issue 14)."""
+
+    def __init__(self, net: Network) -> None:
+        self._net = net
+
+    @property
+    def module(self) -> nn.Module:
+        return self._net.module
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._net.wrapped(*args, **kwargs)  # type: ignore[misc]
 
 
 def networks_state(networks: dict[str, Network]) -> dict[str, dict[str, Any]]:

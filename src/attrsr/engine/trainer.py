@@ -182,7 +182,7 @@ class Trainer:
                 raise RuntimeError("a method may replace the model only in setup (the optimiser holds its parameters)")
             self.model = model
 
-        def add_network(name: str, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> nn.Module:
+        def add_network(name: str, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> Callable[..., Any]:
             if not self._setting_up:
                 raise RuntimeError("networks are added in setup (before the checkpoint is restored)")
             if name in self.networks or name == "model":
@@ -192,7 +192,7 @@ class Trainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 net.wrapped = nn.parallel.DistributedDataParallel(module, device_ids=ids)
             self.networks[name] = net
-            return net.wrapped
+            return net.forwarder()
 
         return MethodContext(
             cfg=self.cfg, device=self.device, dist=self.dist, out=self.out, images=self.images, train_set=self.train_set,
@@ -263,6 +263,8 @@ class Trainer:
         reducer, persistent data-loader workers) so that the group can be torn down cleanly."""
         self.train_model = self.model
         self.loader = None
+        for net in self.networks.values():  # methods call them through a forwarder, not the wrapper
+            net.wrapped = net.module
 
     def _train_step(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         batch = _to_device(batch, self.device)
