@@ -95,7 +95,7 @@ def cached_per_image(
     ``key``: JSON data naming everything the arrays depend on besides the images. ``build=False``
     only opens a complete set (for processes that waited while another built it).
     """
-    from tqdm.auto import tqdm
+    from attrsr.progress import progress_bar
 
     folder = artifact_dir(images, name, key)
     if (folder / "done.json").is_file():
@@ -108,7 +108,7 @@ def cached_per_image(
         raise AttrsrError(f"{folder}: cannot create the artifact cache ({exc}); set data.cache_dir") from None
     n = len(images)
     todo = [i for i in range(n) if not (folder / f"{i:05d}.npy").is_file()]
-    bar = tqdm(total=n, initial=n - len(todo), desc=f"{name} (once per image)", unit="img", disable=not progress, leave=False)
+    bar = progress_bar(total=n, initial=n - len(todo), desc=f"{name} (once per image)", unit="img", enabled=progress, leave=False)
     with bar:
         for i in todo:
             arr = np.asarray(compute(i))
