@@ -18,6 +18,8 @@ METHODS = [
     {"name": "hook_methods:InputGradPenalty", "weight": 30.0},
     {"name": "hook_methods:ValidationProbe"},
     {"name": "hook_methods:TaskNetwork"},
+    {"name": "hook_methods:CachedGrey"},  # a per-image artifact: built by rank 0 while rank 1 waits
+    {"name": "hook_methods:AuxIsLR"},  # auxiliary arrays stay aligned in each rank's slice
 ]
 
 
@@ -31,10 +33,13 @@ def _cmd(out, *extra):
 
 def test_two_processes_with_double_backprop_method_validation_and_a_second_network_match_one(tmp_path):
     env = subprocess_env(tmp_path / "cache")
-    one = subprocess.run(_cmd(tmp_path / "one"), env=env, capture_output=True, text=True, timeout=300)
-    assert one.returncode == 0, one.stderr[-3000:]
     two = subprocess.run(_cmd(tmp_path / "two", "--nproc", "2"), env=env, capture_output=True, text=True, timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
+    (artifact,) = (tmp_path / "cache").glob("decoded/*/artifacts/grey-*")
+    assert (artifact / "done.json").is_file() and len(list(artifact.glob("*.npy"))) == 12
+    one = subprocess.run(_cmd(tmp_path / "one"), env=env, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert list((tmp_path / "cache").glob("decoded/*/artifacts/grey-*")) == [artifact]  # reused, same key
     assert torch.load(tmp_path / "two" / "latest.pt", weights_only=True)["world"] == 2
 
     w1, w2 = weights(tmp_path / "one" / "model.safetensors"), weights(tmp_path / "two" / "model.safetensors")
