@@ -166,6 +166,10 @@ def test_two_methods_owning_the_sampler_is_a_recipe_error(tmp_path, cache):
         Trainer(tiny_config(cache, f"methods=[{a}, {b}, {a}]"), out=tmp_path / "x", progress=False)
     assert not (tmp_path / "x").exists()  # reported before anything is written
     Trainer(tiny_config(cache, f"methods=[{a}, {b}]"), out=tmp_path / "y", progress=False)  # one owner is fine
+    from attrsr.engine.compose import build_methods  # the same check without a trainer (a grid's recipes)
+
+    with pytest.raises(AttrsrError, match="both take over the sampler"):
+        build_methods(tiny_config(cache, f"methods=[{a}, {a}]").methods, seed=0)
 
 
 def test_loss_masks_of_several_methods_multiply(tmp_path, cache):

@@ -40,6 +40,12 @@ def _resolve(name: str) -> type[Method]:
     return cls
 
 
+def build_methods(configs: "list[MethodConfig]", seed: int) -> "MethodStack":
+    """The methods of a recipe, built and checked for conflicts (unknown names, parameter typos, two
+    owners of the sampler or forward pass): one :class:`AttrsrError` line, before anything runs —
+    also usable to validate a recipe without training it (``attrsr experiment``)."""
+    return MethodStack([build_method(m, i) for i, m in enumerate(configs)], seed)
+
 
 def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
     """A configured method instance; parameter typos are one-line errors listing the valid keys."""

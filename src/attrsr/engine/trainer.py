@@ -49,7 +49,7 @@ from attrsr.data.samplers import PlanBatchSampler, SamplePlan, epoch_rng
 from attrsr.engine import distributed
 from attrsr.engine.checkpoint import export_safetensors, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from attrsr.fileio import FolderLock, check_output, write_bytes_atomic
-from attrsr.engine.compose import MethodStack, build_method
+from attrsr.engine.compose import build_methods
 from attrsr.engine.hooks import MethodContext
 from attrsr.engine.logs import RunLog
 from attrsr.engine.networks import Network, networks_state, restore_networks
@@ -112,7 +112,7 @@ class Trainer:
         # --- everything that can fail on user input, before the run's files are written -------
         checkpoint = self._read_resume_checkpoint(resume)
         self.resumed_from: int | None = checkpoint["step"] if checkpoint is not None else None
-        self.methods = MethodStack([build_method(m, i) for i, m in enumerate(cfg.methods)], cfg.seed)
+        self.methods = build_methods(cfg.methods, cfg.seed)
         _seed_everything(cfg.seed)
         self.model = _build_model(cfg)
         self.train_data, self.skipped_images = _open_training_set(cfg)
