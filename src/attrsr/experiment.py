@@ -245,7 +245,7 @@ def _open_checked(spec: str, scale: int, where: str, checked: set[tuple[str, int
 def _check_variant(cfg: Config, where: str, checked: set[tuple[str, int]]) -> None:
     """What ``Trainer.__init__`` would reject, checked up front for every variant."""
     from attrsr import models
-    from attrsr.engine.hooks import MethodStack, build_method
+    from attrsr.engine.compose import build_methods
 
     try:
         spec = models.spec(cfg.model.name)
@@ -255,7 +255,7 @@ def _check_variant(cfg: Config, where: str, checked: set[tuple[str, int]]) -> No
                 close = difflib.get_close_matches(key, accepted, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 raise AttrsrError(f"model.args.{key}: not an argument of {spec.name!r}{hint}; accepted: {', '.join(accepted)}")
-        MethodStack([build_method(m, i) for i, m in enumerate(cfg.methods)], cfg.seed)
+        build_methods(cfg.methods, cfg.seed)  # unknown names, parameter typos, two samplers
         if cfg.model.weights and not Path(cfg.model.weights).is_file():
             raise AttrsrError(f"model.weights: {cfg.model.weights} not found")
     except AttrsrError as exc:
