@@ -215,12 +215,13 @@ def _apply_override(raw: dict[str, Any], item: str) -> list[str]:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         value = text
-    set_key(raw, key.strip(), value, what="--set ")
+    return set_key(raw, key.strip(), value, what="--set ")
 
 
-def set_key(raw: dict[str, Any], key: str, value: Any, *, what: str = "") -> None:
+def set_key(raw: dict[str, Any], key: str, value: Any, *, what: str = "") -> list[str]:
     """Set dotted ``key`` (``optim.lr``, ``methods.0.weight``) of a raw recipe mapping to ``value``
-    (already parsed), creating sections on the way. ``what`` prefixes error messages."""
+    (already parsed), creating sections on the way; returns the key's parts. ``what`` prefixes
+    error messages."""
     parts = key.split(".")
     node: Any = raw
     for i, part in enumerate(parts):
