@@ -16,6 +16,7 @@ import glob
 import json
 import math
 import os
+import weakref
 import platform
 import re
 import shutil
@@ -211,6 +212,22 @@ def staged_dir(out_dir: str | Path) -> Iterator[Path]:
 # Folder locks
 
 
+def _close_inherited_locks() -> None:
+    # In a forked child (a DataLoader worker): close the inherited descriptors of the parent's locks.
+    # flock belongs to the open file description, so a child still holding a copy would keep the
+    # folder locked after the parent died (SIGKILL) until the child noticed and exited — a resume
+    # started at once was refused. Closing (never LOCK_UN, which would unlock the parent) is safe.
+    for lock in list(_HELD):
+        if lock._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(lock._fd)
+            lock._fd = None
+
+
+_HELD: "weakref.WeakSet[FolderLock]" = weakref.WeakSet()
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
 class FolderLock:
     """An exclusive OS lock (``flock``) on ``<folder>/.lock`` that records the holder's PID.
 
@@ -228,6 +245,7 @@ class FolderLock:
         self._fd: int | None = fd
         self._created = created
         self._owner = os.getpid()  # a forked child (a DataLoader worker) shares the lock, never removes it
+        _HELD.add(self)
 
     @classmethod
     def acquire(cls, folder: str | Path, what: str = "this folder") -> "FolderLock":
