@@ -5,12 +5,15 @@ Key names follow the official release, JingyunLiang/SwinIR ``models/network_swin
 ``002_lightweightSR_DIV2K_s64w8_SwinIR-S_x*.pth`` files, whose tensors sit under ``params``):
 ``conv_first``, ``patch_embed.norm``,
 ``layers.L.residual_group.blocks.B.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
-``…attn.relative_position_bias_table``, and the registered buffers
-``…attn.relative_position_index`` (every block) and ``…attn_mask`` (shifted blocks only, i.e. odd B;
-its shape depends on ``img_size``, so the training patch size must match the checkpoint: 48 for the
-DIV2K classical models, 64 for DF2K and the lightweight ones), ``layers.L.conv``, ``norm``,
+``…attn.relative_position_bias_table``, ``layers.L.conv``, ``norm``,
 ``conv_after_body``, and the reconstruction ``conv_before_upsample.0``, ``upsample.N``,
 ``conv_last`` (``pixelshuffle``) or ``upsample.0`` (``pixelshuffledirect``).
+
+The official files also hold two buffers derived from the configuration, ``…attn.relative_position_index``
+(from the window size) and ``…attn_mask`` (shifted blocks; sized for the *training patch*, 48 or 64,
+while inference uses masks for the actual input size). Both are recomputed here and never saved:
+:func:`swinir_checkpoint_filter` and a load hook drop them from incoming state dicts, so s48 and s64
+checkpoints load into one model, strictly in every parameter.
 
 The network works on [0,1] with ``img_range=1`` and subtracts the DIV2K mean inside (a
 non-persistent buffer: not in the official state dicts). Inputs whose size is not a multiple of
@@ -109,7 +112,8 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        # Derived from window_size alone: recomputed, not saved (see the module docstring).
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -153,7 +157,9 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = shifted_window_mask(*input_resolution, window_size, shift_size) if shift_size > 0 else None
-        self.register_buffer("attn_mask", mask)  # persistent: the official files contain it
+        # Not saved: official files carry it sized for their training patch, which says nothing about
+        # the weights; masks for other input sizes are computed on the fly (``_mask_for``).
+        self.register_buffer("attn_mask", mask, persistent=False)
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
     def _mask_for(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
@@ -308,6 +314,7 @@ class SwinIR(nn.Module):
         else:
             raise ValueError(f"unsupported SR upsampler {upsampler!r}")
         self.apply(self._init_weights)
+        self._register_load_state_dict_pre_hook(_drop_derived_buffers)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -346,6 +353,20 @@ class SwinIR(nn.Module):
         return x[..., : h * self.scale, : w * self.scale]
 
 
+DERIVED_BUFFERS = (".attn_mask", ".relative_position_index")
+
+
+def _drop_derived_buffers(state_dict: dict, prefix: str, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(DERIVED_BUFFERS)]:
+        del state_dict[key]
+
+
+def swinir_checkpoint_filter(state: dict[str, torch.Tensor], scale: int | None) -> dict[str, torch.Tensor]:
+    """Drop the buffers the official files carry but that only restate the configuration and the
+    training patch (``attn_mask``, ``relative_position_index``): they are recomputed here."""
+    return {k: v for k, v in state.items() if not k.endswith(DERIVED_BUFFERS)}
+
+
 def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
     """(conv C->4C, shuffle 2) x log2(s), or (conv C->9C, shuffle 3); convs at even indices."""
     layers: list[nn.Module] = []
@@ -363,6 +384,7 @@ def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
     "swinir",
     scales=(2, 3, 4, 8),
     aliases=("swinir-m", "swinir-classical"),
+    checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR classical SR (SwinIR-M): 6 RSTB x 6 layers, dim 180, window 8, img_size 48 (DIV2K)",
 )
 def build_swinir(
@@ -390,6 +412,7 @@ def build_swinir(
     "swinir-light",
     scales=(2, 3, 4),
     aliases=("swinir-s", "swinir-lightweight"),
+    checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR lightweight SR (SwinIR-S): 4 RSTB x 6 layers, dim 60, window 8, img_size 64",
 )
 def build_swinir_light(
