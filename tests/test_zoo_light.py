@@ -176,7 +176,8 @@ def test_real_checkpoint_loads_strictly(name, scale, rel, count):
 
 @pytest.mark.parametrize(("name", "rel", "wrong_scale"), [("pan", "pan/PANx4_DF2K.pth", 2), ("imdn", "imdn/IMDN_x2.pth", 4)])
 def test_real_checkpoint_at_wrong_scale_is_refused(name, rel, wrong_scale):
-    with pytest.raises(AttrsrError, match="does not fit"):
+    # The upsampler's shapes tell the scale: a different --scale is named as the problem.
+    with pytest.raises(AttrsrError, match=f"weights are for scale {6 - wrong_scale} .*not scale {wrong_scale}"):
         zoo.load(name, weights=_weights(rel), scale=wrong_scale)
 
 
@@ -317,8 +318,11 @@ def test_bad_checkpoint_files_give_one_readable_error(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint" * 8)
     with pytest.raises(AttrsrError, match=r"junk\.pth: cannot read checkpoint.*\.pth/\.pt or \.safetensors"):
         zoo.load("espcn", weights=tmp_path / "junk.pth", scale=2)
-    with pytest.raises(AttrsrError, match=r"c\.pth: model 'espcn' does not support scale 5"):
+    with pytest.raises(AttrsrError, match=r"c\.pth: these espcn weights are for scale 2 .*not scale 5"):
         zoo.load("espcn", weights=tmp_path / "c.pth", scale=5)
+    with pytest.raises(AttrsrError, match=r"c\.pth: model 'srcnn' does not support scale 5"):
+        torch.save(zoo.create("srcnn", scale=2).state_dict(), tmp_path / "c.pth")
+        zoo.load(weights=tmp_path / "c.pth", scale=5)
     # Missing, unexpected and mis-shaped entries together: one message that lists all three.
     bad = dict(state)
     first = next(iter(bad))

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrsr.models._edsr_common import DIV2K_RGB_MEAN, pad_to_multiple
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_factor, shuffle_scale
 from attrsr.models.registry import register
 
 
@@ -380,9 +381,51 @@ def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def detect_swinir(state: dict[str, torch.Tensor]) -> Fit | str:
+    """Every SwinIR variant: width, layers and their depths, heads, window (from the bias table),
+    MLP ratio, residual conv type and upsampler from the keys and shapes; the training patch
+    (img_size) is not needed (see the module docstring). Lightweight (pixelshuffledirect) files
+    are read as ``swinir-light``, the others as ``swinir``."""
+    table = "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"
+    if reason := missing(state, "conv_first.weight", "patch_embed.norm.weight", table, "norm.weight"):
+        return reason
+    embed_dim, in_chans = shape(state, "conv_first.weight")[:2]
+    if in_chans != 3:
+        return f"conv_first takes {in_chans} channels; the zoo's SwinIR is RGB"
+    n_layers = count_children(state, "layers.")
+    depths = tuple(count_children(state, f"layers.{i}.residual_group.blocks.") for i in range(n_layers))
+    heads = tuple(shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")[1]
+                  for i in range(n_layers))
+    rows = shape(state, table)[0]
+    window = (math.isqrt(rows) + 1) // 2
+    if (2 * window - 1) ** 2 != rows:
+        return f"relative_position_bias_table has {rows} rows, not (2·window-1)²"
+    hidden = shape(state, "layers.0.residual_group.blocks.0.mlp.fc1.weight")
+    config: dict = dict(embed_dim=embed_dim, depths=depths, num_heads=heads, window_size=window,
+                        mlp_ratio=hidden[0] / embed_dim if hidden else 2.0,
+                        resi_connection="3conv" if "conv_after_body.0.weight" in state else "1conv")
+    if "conv_up1.weight" in state:
+        config.update(upsampler="nearest+conv", num_feat=shape(state, "conv_up1.weight")[0])
+        return Fit(config, scale=4, evidence="the real-SR nearest+conv upsampler (x4 only)", name="swinir")
+    if "conv_before_upsample.0.weight" in state:
+        num_feat = shape(state, "conv_before_upsample.0.weight")[0]
+        config.update(upsampler="pixelshuffle", num_feat=num_feat)
+        scale, evidence = shuffle_scale(state, "upsample.", num_feat)
+        return Fit(config, scale=scale, evidence=evidence, name="swinir") if scale else evidence
+    if reason := missing(state, "upsample.0.weight"):
+        return reason
+    out = shape(state, "upsample.0.weight")[0]
+    scale = shuffle_factor(out, 3)
+    if scale is None:
+        return f"upsample.0 has {out} output channels, not 3·s²"
+    config["upsampler"] = "pixelshuffledirect"
+    return Fit(config, scale=scale, evidence=f"upsample.0: {out} = 3·{scale}² channels", name="swinir-light")
+
+
 @register(
     "swinir",
     scales=(2, 3, 4, 8),
+    detect=detect_swinir,
     aliases=("swinir-m", "swinir-classical"),
     checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR classical SR (SwinIR-M): 6 RSTB x 6 layers, dim 180, window 8, img_size 48 (DIV2K)",
@@ -400,17 +443,19 @@ def build_swinir(
     upsampler: str = "pixelshuffle",
     resi_connection: str = "1conv",
     img_range: float = 1.0,
+    num_feat: int = 64,
 ) -> nn.Module:
     return SwinIR(
         scale, img_size=img_size, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
         window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, img_range=img_range,
-        upsampler=upsampler, resi_connection=resi_connection,
+        upsampler=upsampler, resi_connection=resi_connection, num_feat=num_feat,
     )
 
 
 @register(
     "swinir-light",
     scales=(2, 3, 4),
+    detect=detect_swinir,
     aliases=("swinir-s", "swinir-lightweight"),
     checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR lightweight SR (SwinIR-S): 4 RSTB x 6 layers, dim 60, window 8, img_size 64",
@@ -428,9 +473,10 @@ def build_swinir_light(
     upsampler: str = "pixelshuffledirect",
     resi_connection: str = "1conv",
     img_range: float = 1.0,
+    num_feat: int = 64,
 ) -> nn.Module:
     return SwinIR(
         scale, img_size=img_size, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
         window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, img_range=img_range,
-        upsampler=upsampler, resi_connection=resi_connection,
+        upsampler=upsampler, resi_connection=resi_connection, num_feat=num_feat,
     )
