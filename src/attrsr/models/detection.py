@@ -104,8 +104,11 @@ def metadata_of(path: Any) -> dict[str, Any]:
     """The attrsr metadata (``model``, ``scale``, ``config``) of a safetensors export, or {}."""
     from pathlib import Path
 
+    from attrsr import datadir
+
     if not isinstance(path, (str, Path)) or Path(path).suffix.lower() != ".safetensors":
         return {}
+    path = datadir.resolve(path, "weights")  # the file read_checkpoint reads (bare names: the shared folder)
     from safetensors import safe_open
 
     try:
