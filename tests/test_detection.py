@@ -57,6 +57,10 @@ CASES = [
                        resi_connection="3conv", num_feat=16), "swinir"),  # real-SR
     ("swinir-light", 4, dict(img_size=64, embed_dim=12, depths=(2,), num_heads=(3,)), "swinir-light"),
     ("swinir-light", 2, dict(img_size=48, embed_dim=12, depths=(1, 2), num_heads=(3, 2)), "swinir-light"),
+    ("rlfn", 4, {}, "rlfn"),
+    ("rlfn", 3, dict(feature_channels=12, mid_channels=8, n_blocks=2, esa_channels=4), "rlfn"),
+    ("bsrn", 4, {}, "bsrn"),
+    ("bsrn", 2, dict(num_feat=16, num_block=2), "bsrn"),
 ]
 # Scale is not in these weights (deconvolution stride; bicubic pre-upsampling): given by the caller.
 SCALE_NOT_IN_WEIGHTS = {"fsrcnn", "srcnn", "vdsr"}

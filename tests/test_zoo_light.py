@@ -23,7 +23,7 @@ from attrsr.resize import imresize
 
 from conftest import DATA, SET5, WEIGHTS  # noqa: E402  (one definition of the data folder: ATTRSR_DATA="" is unset)
 
-LIGHT = ("pan", "imdn", "rfdn", "carn", "carn-m", "fsrcnn", "srcnn", "espcn", "vdsr")
+LIGHT = ("pan", "imdn", "rfdn", "carn", "carn-m", "fsrcnn", "srcnn", "espcn", "vdsr", "rlfn", "bsrn")
 
 # (name, scale, file, parameter count listed in shared/data/README.md)
 PRETRAINED = [
@@ -102,10 +102,70 @@ def test_state_dict_round_trip_without_wrapper_prefix(name):
         ("srcnn", 3, 57_281),  # 9-5-5
         ("vdsr", 3, 664_704),  # 20 layers, no bias
         ("espcn", 3, 22_729),
+        ("rlfn", 4, 317_218),  # the released NTIRE 2022 model; its README: 0.317M
+        ("bsrn", 4, 352_400),  # paper: 352K
     ],
 )
 def test_parameter_counts_without_public_weights(name, scale, count):
     assert _n_params(zoo.create(name, scale=scale)) == count
+
+
+def _conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def _bsconv(cin: int, cout: int) -> int:  # 1x1 pointwise (no bias) + 3x3 depthwise (bias)
+    return cin * cout + cout * 9 + cout
+
+
+def test_rlfn_and_bsrn_counts_from_the_layer_lists():
+    # Independent layer-by-layer counts from the papers' descriptions, for other configurations too.
+    def rlfn(f, m, blocks, scale, esa=16):
+        block = _conv(f, m, 3) + _conv(m, m, 3) + _conv(m, f, 3) + _conv(f, f, 1)
+        block += _conv(f, esa, 1) + _conv(esa, esa, 1) + 2 * _conv(esa, esa, 3) + _conv(esa, f, 1)
+        return _conv(3, f, 3) + blocks * block + _conv(f, f, 3) + _conv(f, 3 * scale**2, 3)
+
+    def bsrn(f, blocks, scale):
+        q = f // 4
+        esa = _conv(f, q, 1) + _conv(q, q, 1) + 4 * _bsconv(q, q) + _conv(q, f, 1)
+        cca = _conv(f, f // 16, 1) + _conv(f // 16, f, 1)
+        block = 3 * (_conv(f, f // 2, 1) + _bsconv(f, f)) + _bsconv(f, f // 2) + _conv(2 * f, f, 1) + esa + cca
+        return _bsconv(12, f) + blocks * block + _conv(f * blocks, f, 1) + _bsconv(f, f) + _conv(f, 3 * scale**2, 3)
+
+    assert rlfn(46, 48, 4, 4) == 317_218
+    assert _n_params(zoo.create("rlfn", scale=4, feature_channels=52, mid_channels=52, n_blocks=6)) == rlfn(52, 52, 6, 4)
+    assert _n_params(zoo.create("rlfn", scale=2, feature_channels=48, mid_channels=48, n_blocks=6)) == rlfn(48, 48, 6, 2)
+    assert bsrn(64, 8, 4) == 352_400
+    for scale in (2, 3):
+        assert _n_params(zoo.create("bsrn", scale=scale)) == bsrn(64, 8, scale)
+    assert _n_params(zoo.create("bsrn", scale=4, num_feat=48, num_block=5)) == bsrn(48, 5, 4)
+
+
+def test_rlfn_and_bsrn_official_key_names():
+    rlfn = zoo.create("rlfn", scale=4).state_dict()
+    for key, shp in {"conv_1.weight": (46, 3, 3, 3), "block_4.c1_r.weight": (48, 46, 3, 3), "block_1.c3_r.bias": (46,),
+                     "block_2.c5.weight": (46, 46, 1, 1), "block_3.esa.conv2.weight": (16, 16, 3, 3),
+                     "block_1.esa.conv4.weight": (46, 16, 1, 1), "conv_2.weight": (46, 46, 3, 3),
+                     "upsampler.0.weight": (48, 46, 3, 3)}.items():
+        assert tuple(rlfn[key].shape) == shp, key
+    assert not any("conv_max" in k or "conv3_" in k for k in rlfn)  # RLFN's ESA drops them
+    bsrn = zoo.create("bsrn", scale=4).state_dict()
+    for key, shp in {"fea_conv.pw.weight": (64, 12, 1, 1), "fea_conv.dw.weight": (64, 1, 3, 3),
+                     "B8.c1_d.weight": (32, 64, 1, 1), "B1.c4.pw.weight": (32, 64, 1, 1), "B3.c5.weight": (64, 128, 1, 1),
+                     "B2.esa.conv_max.dw.bias": (16,), "B5.esa.conv2.pw.weight": (16, 16, 1, 1),
+                     "B1.cca.conv_du.0.weight": (4, 64, 1, 1), "c1.weight": (64, 512, 1, 1), "c2.dw.weight": (64, 1, 3, 3),
+                     "upsampler.upsampleOneStep.0.weight": (48, 64, 3, 3)}.items():
+        assert tuple(bsrn[key].shape) == shp, key
+    assert "fea_conv.pw.bias" not in bsrn  # the pointwise half of a BSConvU has no bias
+
+
+def test_rlfn_works_in_0_255_inside():
+    model = zoo.create("rlfn", scale=2).eval()
+    with torch.no_grad():
+        model.net.upsampler[0].weight.zero_()
+        model.net.upsampler[0].bias.fill_(51.0)  # 51/255 = 0.2 outside
+        y = model(torch.rand(1, 3, 16, 16))
+    torch.testing.assert_close(y, torch.full_like(y, 0.2))
 
 
 def test_rfdn_works_in_0_255_inside():
