@@ -393,3 +393,77 @@ def test_bad_checkpoint_files_give_one_readable_error(tmp_path):
         zoo.load("espcn", weights=bad, scale=2)
     msg = str(info.value)
     assert "\n" not in msg and "1 missing" in msg and "1 unexpected" in msg and "1 shape mismatch" in msg
+
+
+def _rlfn_as_released(sd: dict, x: torch.Tensor, scale: int, n_blocks: int) -> torch.Tensor:
+    """RLFN's forward written from the release's ``block.py``/``rlfn_ntire.py``, on its state dict."""
+    import torch.nn.functional as F
+
+    def conv(t, key, **kw):
+        w = sd[key + ".weight"]
+        return F.conv2d(t, w, sd[key + ".bias"], padding=kw.pop("padding", w.shape[-1] // 2), **kw)
+
+    x = x * 255.0  # test_demo.py: img_L * 255.
+    fea = out = conv(x, "conv_1")
+    for i in range(1, n_blocks + 1):
+        p = f"block_{i}."
+        o = F.leaky_relu(conv(out, p + "c1_r"), 0.05)
+        o = F.leaky_relu(conv(o, p + "c2_r"), 0.05)
+        o = F.leaky_relu(conv(o, p + "c3_r"), 0.05)
+        o = conv(o + out, p + "c5")
+        c1_ = conv(o, p + "esa.conv1")
+        c3 = conv(F.max_pool2d(conv(c1_, p + "esa.conv2", stride=2, padding=0), kernel_size=7, stride=3), p + "esa.conv3")
+        c3 = F.interpolate(c3, (o.shape[2], o.shape[3]), mode="bilinear", align_corners=False)
+        out = o * torch.sigmoid(conv(c3 + conv(c1_, p + "esa.conv_f"), p + "esa.conv4"))
+    return F.pixel_shuffle(conv(conv(out, "conv_2") + fea, "upsampler.0"), scale) / 255.0
+
+
+def _bsrn_as_released(sd: dict, x: torch.Tensor, scale: int, n_blocks: int) -> torch.Tensor:
+    """BSRN's forward written from the release's ``BSRN_arch.py`` (BSConvU, pixelshuffledirect)."""
+    import torch.nn.functional as F
+
+    def pw(t, key):
+        return F.conv2d(t, sd[key + ".weight"], sd[key + ".bias"])
+
+    def bsconv(t, key, stride=1, padding=1):
+        t = F.conv2d(t, sd[key + ".pw.weight"])
+        return F.conv2d(t, sd[key + ".dw.weight"], sd[key + ".dw.bias"], stride=stride, padding=padding, groups=t.shape[1])
+
+    fea = out = bsconv(torch.cat([x, x, x, x], dim=1), "fea_conv")
+    outs = []
+    for i in range(1, n_blocks + 1):
+        p = f"B{i}."
+        d1, r1 = F.gelu(pw(out, p + "c1_d")), F.gelu(bsconv(out, p + "c1_r") + out)
+        d2, r2 = F.gelu(pw(r1, p + "c2_d")), F.gelu(bsconv(r1, p + "c2_r") + r1)
+        d3, r3 = F.gelu(pw(r2, p + "c3_d")), F.gelu(bsconv(r2, p + "c3_r") + r2)
+        o = pw(torch.cat([d1, d2, d3, F.gelu(bsconv(r3, p + "c4"))], dim=1), p + "c5")
+        c1_ = pw(o, p + "esa.conv1")
+        v = F.max_pool2d(bsconv(c1_, p + "esa.conv2", stride=2, padding=0), kernel_size=7, stride=3)
+        c3 = bsconv(F.gelu(bsconv(F.gelu(bsconv(v, p + "esa.conv_max")), p + "esa.conv3")), p + "esa.conv3_")
+        c3 = F.interpolate(c3, (o.shape[2], o.shape[3]), mode="bilinear", align_corners=False)
+        o = o * torch.sigmoid(pw(c3 + pw(c1_, p + "esa.conv_f"), p + "esa.conv4"))
+        mean = o.sum(3, keepdim=True).sum(2, keepdim=True) / (o.shape[2] * o.shape[3])  # stdv_channels + avg_pool
+        std = ((o - mean).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / (o.shape[2] * o.shape[3])).pow(0.5)
+        gate = torch.sigmoid(pw(torch.relu(pw(std + mean, p + "cca.conv_du.0")), p + "cca.conv_du.2"))
+        out = o * gate + out
+        outs.append(out)
+    trunk = F.gelu(pw(torch.cat(outs, dim=1), "c1"))
+    up = sd["upsampler.upsampleOneStep.0.weight"]
+    lr = bsconv(trunk, "c2") + fea
+    return F.pixel_shuffle(F.conv2d(lr, up, sd["upsampler.upsampleOneStep.0.bias"], padding=1), scale)
+
+
+@pytest.mark.parametrize("name,scale,config,blocks,reference", [
+    ("rlfn", 4, {}, 4, _rlfn_as_released),
+    ("rlfn", 3, dict(feature_channels=16, mid_channels=12, n_blocks=2), 2, _rlfn_as_released),
+    ("bsrn", 2, dict(num_feat=16, num_block=3), 3, _bsrn_as_released),
+    ("bsrn", 4, {}, 8, _bsrn_as_released),
+])
+def test_rlfn_and_bsrn_compute_the_released_function(name, scale, config, blocks, reference):
+    torch.manual_seed(0)
+    model = zoo.create(name, scale=scale, **config).eval()
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(torch.randn_like(t) * 0.02)  # no zero biases hiding a swapped key
+        x = torch.rand(1, 3, 17, 16)
+        torch.testing.assert_close(model(x), reference(model.state_dict(), x, scale, blocks), rtol=1e-4, atol=1e-5)
