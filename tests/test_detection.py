@@ -208,3 +208,12 @@ def test_unknown_architecture_names_the_closest_candidates():
     assert "--model NAME" in msg and "\n" not in msg
     with pytest.raises(AttrsrError, match="no architecture of the zoo fits"):
         zoo.load(weights={"encoder.weight": torch.zeros(3, 3)})
+
+
+def test_metadata_with_an_unknown_model_name_falls_back_to_the_shapes(tmp_path):
+    from attrsr.engine.checkpoint import export_safetensors
+
+    model = zoo.create("espcn", scale=3)
+    export_safetensors(model.state_dict(), tmp_path / "m.safetensors", {"model": "espcn-v9", "scale": 3})
+    loaded = zoo.load(weights=tmp_path / "m.safetensors")
+    assert loaded.zoo_name == "espcn" and loaded.scale == 3 and "key names and shapes" in loaded.detection

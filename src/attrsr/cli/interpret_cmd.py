@@ -96,6 +96,7 @@ def interpret_command(
             raise AttrsrError(f"--model {arg} is given twice")
         seen.add(key)
         specs.append((arg, name, weights))
+    ds = open_dataset(data, scale) if scale is not None else None  # a bad folder is found before any loading
     nets = {}
     for arg, name, weights in specs:
         net = resolve_model(name, weights, scale, allow_pickle=allow_pickle, model_args=model_args)
@@ -107,7 +108,7 @@ def interpret_command(
         if label in nets:
             raise AttrsrError(f"--model {arg}: two checkpoints of {name!r} with the same file name; rename one")
         nets[label] = net
-    ds = open_dataset(data, scale)
+    ds = ds if ds is not None else open_dataset(data, scale)
     pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
     report = interpret(
         nets, pairs, out, windows=wins, n_windows=n_windows, window_size=window, methods=meths,

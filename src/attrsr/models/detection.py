@@ -223,10 +223,13 @@ def resolve(
 
     config = dict(config or {})
     metadata = metadata or {}
-    if metadata.get("model") and (name is None or spec(name).name == spec(metadata["model"]).name):
-        meta_name = spec(metadata["model"]).name
+    try:
+        meta_name = spec(str(metadata["model"])).name if metadata.get("model") else None
+    except AttrsrError:  # a name this version does not know: read the shapes instead
+        meta_name = None
+    if meta_name and (name is None or spec(name).name == meta_name):
         fit = Fit(dict(metadata.get("config", {})), metadata.get("scale"), evidence="the file's attrsr metadata")
-        chosen, how = _choose_scale(meta_name, fit, scale, source)
+        chosen, _ = _choose_scale(meta_name, fit, scale, source)
         merged = {**fit.config, **config}
         summary = f"{meta_name} ({_config_text(meta_name, merged)}) x{chosen}, all from the file's attrsr metadata"
         return Detection(meta_name, merged, chosen, summary)
@@ -237,7 +240,7 @@ def resolve(
         if isinstance(fit, str):  # not of this kind: build what was asked; loading names the mismatch
             fit = None
         if fit is None:
-            chosen, how = _choose_scale(s.name, None, scale, source)
+            chosen, _ = _choose_scale(s.name, None, scale, source)
             return Detection(s.name, config, chosen, f"{s.name} x{chosen} (from --model and --scale)")
         chosen, how = _choose_scale(s.name, fit, scale, source)
         merged = {**fit.config, **config}
