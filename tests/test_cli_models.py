@@ -105,7 +105,7 @@ def test_model_spec_errors(mini, tmp_path):
     one_error(run("interpret", "--model", "pan:", "--data", mini, "--scale", 4, "--out", tmp_path / "o"),
               "--model pan:", "no weights after ':'")
     one_error(run("interpret", "--model", "pna", "--data", mini, "--scale", 4, "--out", tmp_path / "o"),
-              "unknown model 'pna'", "did you mean pan")
+              "unknown model 'pna'", "did you mean 'pan'")
     one_error(run("interpret", "--model", "pan", "--data", mini, "--scale", 4, "--out", tmp_path / "o"),
               "--model pan needs weights")
     one_error(run("eval", "--model", f"pan:{pan}", "--weights", pan, "--data", mini), "weights given twice")
@@ -123,7 +123,7 @@ def test_bad_checkpoints_give_one_error_line(mini, tmp_path):
     one_error(run("eval", "--weights", tmp_path / "odd.pth", "--scale", 2, "--data", mini),
               "odd.pth", "no architecture of the zoo fits", "Closest:", "--model NAME")
     (tmp_path / "cut.pth").write_bytes(carn.read_bytes()[:100_000])
-    one_error(run("eval", "--weights", tmp_path / "cut.pth", "--scale", 2, "--data", mini), "cut.pth", "cannot read checkpoint")
+    one_error(run("eval", "--weights", tmp_path / "cut.pth", "--scale", 2, "--data", mini), "cut.pth", "ends early")
     (tmp_path / "photo.pth").write_bytes((SET5 / "HR" / "bird.png").read_bytes())
     one_error(run("eval", "--weights", tmp_path / "photo.pth", "--scale", 2, "--data", mini), "photo.pth", "cannot read checkpoint")
     (tmp_path / "cut.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": 1")
