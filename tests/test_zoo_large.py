@@ -244,11 +244,8 @@ OFFICIAL_KEYS = {
         "conv_first.weight": (180, 3, 3, 3), "patch_embed.norm.weight": (180,),
         "layers.0.residual_group.blocks.0.norm1.weight": (180,),
         "layers.0.residual_group.blocks.0.attn.relative_position_bias_table": (225, 6),
-        "layers.0.residual_group.blocks.0.attn.relative_position_index": (64, 64),
         "layers.0.residual_group.blocks.0.attn.qkv.weight": (540, 180),
         "layers.0.residual_group.blocks.0.attn.proj.bias": (180,),
-        "layers.0.residual_group.blocks.1.attn_mask": (36, 64, 64),
-        "layers.5.residual_group.blocks.5.attn_mask": (36, 64, 64),
         "layers.5.residual_group.blocks.5.mlp.fc1.weight": (360, 180),
         "layers.5.residual_group.blocks.5.mlp.fc2.weight": (180, 360),
         "layers.5.conv.weight": (180, 180, 3, 3), "norm.bias": (180,), "conv_after_body.weight": (180, 180, 3, 3),
@@ -256,15 +253,15 @@ OFFICIAL_KEYS = {
         "conv_last.weight": (3, 64, 3, 3),
     },
     ("swinir-light", 4): {  # 002_lightweightSR_DIV2K_s64w8_SwinIR-S_x4.pth
-        "layers.3.residual_group.blocks.5.attn_mask": (64, 64, 64),
-        "layers.3.residual_group.blocks.4.attn.relative_position_index": (64, 64),
         "upsample.0.weight": (48, 60, 3, 3), "conv_after_body.bias": (60,),
     },
 }
 
 # Keys that the official state dicts do NOT have (buffers that are None or non-persistent there).
 ABSENT_KEYS = {
-    ("swinir", 2): ["layers.0.residual_group.blocks.0.attn_mask", "mean", "absolute_pos_embed"],
+    # SwinIR's derived buffers (relative_position_index, attn_mask) are recomputed, not saved.
+    ("swinir", 2): ["layers.0.residual_group.blocks.0.attn_mask", "layers.0.residual_group.blocks.1.attn_mask",
+                    "layers.0.residual_group.blocks.0.attn.relative_position_index", "mean", "absolute_pos_embed"],
     ("edsr", 4): ["net.head.0.weight", "mean"],  # ContractWrapper is transparent
 }
 
@@ -284,12 +281,11 @@ def test_official_key_totals():
     assert len(meta_model("edsr", 4).state_dict()) == 2 * 2 + 2 + 32 * 4 + 2 + 4 + 2
     # RRDBNet: 23 RRDBs x 3 RDBs x 5 convs + 6 outer convs.
     assert len(meta_model("rrdbnet", 4).state_dict()) == 23 * 3 * 5 * 2 + 6 * 2
-    # SwinIR-M x2: 36 blocks x (13 parameter tensors + position index) + 18 masks (shifted blocks)
-    # + 6 RSTB convs + conv_first, patch_embed.norm, norm, conv_after_body, conv_before_upsample,
-    # upsample.0 and conv_last (2 tensors each).
+    # SwinIR-M x2: 36 blocks x 13 parameter tensors + 6 RSTB convs + conv_first, patch_embed.norm,
+    # norm, conv_after_body, conv_before_upsample, upsample.0 and conv_last (2 tensors each). The
+    # official file adds 36 position indices and 18 masks (shifted blocks), recomputed here.
     state = meta_model("swinir", 2).state_dict()
-    assert sum(k.endswith("attn_mask") for k in state) == 18
-    assert len(state) == 36 * 14 + 18 + 6 * 2 + 7 * 2
+    assert len(state) == 36 * 13 + 6 * 2 + 7 * 2
 
 
 def test_thesis_tiny_variants():
@@ -352,20 +348,73 @@ def test_load_accepts_basicsr_container_for_swinir(tmp_path):
     path = tmp_path / "swinir.pth"
     torch.save({"params": model.state_dict()}, path)
     loaded = zoo.load("swinir-light", weights=path, scale=2, **SMALL["swinir-light"])
-    assert torch.equal(loaded.state_dict()["layers.0.residual_group.blocks.1.attn_mask"],
-                       model.state_dict()["layers.0.residual_group.blocks.1.attn_mask"])
+    a, b = model.state_dict(), loaded.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_swinir_training_patch_size_must_match_checkpoint():
-    # attn_mask shapes encode img_size: an s48 checkpoint does not fit an s64 model.
-    state = _small("swinir", 2).state_dict()
-    with pytest.raises(AttrsrError, match="shape mismatch"):
-        zoo.load("swinir", weights=state, scale=2, **dict(SMALL["swinir"], img_size=24))
+def official_swinir_state(model: torch.nn.Module, patch: int) -> dict[str, torch.Tensor]:
+    """``model``'s parameters plus the derived buffers an official SwinIR file trained on
+    ``patch``-px LR patches carries, computed here independently of attrsr's helpers: every
+    block's (ws²,ws²) relative_position_index and, for shifted (odd) blocks, the
+    ((patch/ws)², ws², ws²) attn_mask of the official ``calculate_mask``."""
+    state = dict(model.state_dict())
+    ws = model.window_size
+    coords = torch.stack(torch.meshgrid(torch.arange(ws), torch.arange(ws), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0).contiguous() + (ws - 1)
+    index = rel[:, :, 0] * (2 * ws - 1) + rel[:, :, 1]
+    img = torch.zeros(patch, patch)
+    shift = ws // 2
+    cnt = 0
+    for hs in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+        for wsl in (slice(0, -ws), slice(-ws, -shift), slice(-shift, None)):
+            img[hs, wsl] = cnt
+            cnt += 1
+    win = img.view(patch // ws, ws, patch // ws, ws).permute(0, 2, 1, 3).reshape(-1, ws * ws)
+    mask = win[:, None, :] - win[:, :, None]
+    mask = mask.masked_fill(mask != 0, -100.0).masked_fill(mask == 0, 0.0)
+    for key in [k for k in state if k.endswith("attn.relative_position_bias_table")]:
+        block = key[: -len("attn.relative_position_bias_table")]
+        state[block + "attn.relative_position_index"] = index
+        if int(block.rstrip(".").rsplit(".", 1)[1]) % 2 == 1:
+            state[block + "attn_mask"] = mask
+    return state
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(SMALL["swinir"]),                                                     # classical (pixelshuffle)
+    dict(SMALL["swinir-light"], upsampler="pixelshuffledirect"),               # lightweight
+    dict(SMALL["swinir"], upsampler="nearest+conv", resi_connection="3conv"),  # real-SR (x4)
+])
+def test_swinir_s48_and_s64_checkpoints_load_strictly_into_one_model(cfg, lr_crop, tmp_path):
+    # The official files carry attn_mask buffers sized for their training patch (48 or 64 LR px);
+    # both load strictly into the same model (built for neither), and compute the same function.
+    scale = 4 if cfg.get("upsampler") == "nearest+conv" else 2
+    cfg = dict(cfg, window_size=8)
+    torch.manual_seed(0)
+    model = zoo.create("swinir", scale=scale, **cfg).eval()
+    x = lr_crop[..., :20, :17]
+    with torch.no_grad():
+        want = model(x)
+    for patch in (48, 64):
+        official = official_swinir_state(model, patch)
+        assert official["layers.0.residual_group.blocks.1.attn_mask"].shape == ((patch // 8) ** 2, 64, 64)
+        torch.save({"params": official}, tmp_path / f"s{patch}.pth")
+        loaded = zoo.load("swinir", weights=tmp_path / f"s{patch}.pth", scale=scale, **cfg)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), want)
+        # Direct nn.Module loading (the official test script's way) is strict too.
+        fresh = zoo.create("swinir", scale=scale, **dict(cfg, img_size=patch))
+        assert not fresh.load_state_dict(official, strict=True).missing_keys
+    # A parameter that is missing is still refused: only the derived buffers are recomputed.
+    official = official_swinir_state(model, 64)
+    official.pop("layers.0.residual_group.blocks.1.attn.qkv.weight")
+    with pytest.raises(AttrsrError, match="missing"):
+        zoo.load("swinir", weights=official, scale=scale, **cfg)
 
 
 def test_wrong_scale_is_refused():
     state = _small("edsr-baseline", 2).state_dict()
-    with pytest.raises(AttrsrError, match="shape mismatch"):
+    with pytest.raises(AttrsrError, match="weights are for scale 2 .*not scale 3"):
         zoo.load("edsr-baseline", weights=state, scale=3, **SMALL["edsr-baseline"])
 
 
@@ -586,9 +635,7 @@ def test_swinir_mask_for_other_sizes_equals_registered_mask(lr_crop):
     # with the same weights uses its registered buffers. Both must agree.
     model = _small("swinir", 2)
     other = zoo.create("swinir", scale=2, **dict(SMALL["swinir"], img_size=24)).eval()
-    state = {k: v for k, v in model.state_dict().items() if not k.endswith("attn_mask")}
-    missing = other.load_state_dict(state, strict=False).missing_keys
-    assert missing and all(k.endswith("attn_mask") for k in missing)
+    other.load_state_dict(model.state_dict(), strict=True)  # masks are not saved: nothing to mismatch
     with torch.no_grad():
         torch.testing.assert_close(model(lr_crop), other(lr_crop), rtol=0, atol=1e-6)
 
@@ -659,7 +706,7 @@ def test_newton_schulz_sqrt_matches_textbook_iteration_and_eigen_sqrt():
 def test_registry_names_aliases_and_config_errors():
     assert set(LARGE) <= set(zoo.names())
     assert zoo.spec("esrgan").name == "rrdbnet" and zoo.spec("SwinIR-S").name == "swinir-light"
-    with pytest.raises(TypeError):
+    with pytest.raises(AttrsrError, match="'n_feat'.*accepted: .*n_feats"):
         zoo.create("rcan", scale=2, n_feat=8)  # typo of n_feats is not silently ignored
     with pytest.raises(AttrsrError, match="does not support scale"):
         zoo.create("swinir-light", scale=8)

@@ -23,7 +23,7 @@ from attrsr.resize import imresize
 
 from conftest import DATA, SET5, WEIGHTS  # noqa: E402  (one definition of the data folder: ATTRSR_DATA="" is unset)
 
-LIGHT = ("pan", "imdn", "rfdn", "carn", "carn-m", "fsrcnn", "srcnn", "espcn", "vdsr")
+LIGHT = ("pan", "imdn", "rfdn", "carn", "carn-m", "fsrcnn", "srcnn", "espcn", "vdsr", "rlfn", "bsrn")
 
 # (name, scale, file, parameter count listed in shared/data/README.md)
 PRETRAINED = [
@@ -102,10 +102,70 @@ def test_state_dict_round_trip_without_wrapper_prefix(name):
         ("srcnn", 3, 57_281),  # 9-5-5
         ("vdsr", 3, 664_704),  # 20 layers, no bias
         ("espcn", 3, 22_729),
+        ("rlfn", 4, 317_218),  # the released NTIRE 2022 model; its README: 0.317M
+        ("bsrn", 4, 352_400),  # paper: 352K
     ],
 )
 def test_parameter_counts_without_public_weights(name, scale, count):
     assert _n_params(zoo.create(name, scale=scale)) == count
+
+
+def _conv(cin: int, cout: int, k: int, bias: bool = True) -> int:
+    return cin * cout * k * k + (cout if bias else 0)
+
+
+def _bsconv(cin: int, cout: int) -> int:  # 1x1 pointwise (no bias) + 3x3 depthwise (bias)
+    return cin * cout + cout * 9 + cout
+
+
+def test_rlfn_and_bsrn_counts_from_the_layer_lists():
+    # Independent layer-by-layer counts from the papers' descriptions, for other configurations too.
+    def rlfn(f, m, blocks, scale, esa=16):
+        block = _conv(f, m, 3) + _conv(m, m, 3) + _conv(m, f, 3) + _conv(f, f, 1)
+        block += _conv(f, esa, 1) + _conv(esa, esa, 1) + 2 * _conv(esa, esa, 3) + _conv(esa, f, 1)
+        return _conv(3, f, 3) + blocks * block + _conv(f, f, 3) + _conv(f, 3 * scale**2, 3)
+
+    def bsrn(f, blocks, scale):
+        q = f // 4
+        esa = _conv(f, q, 1) + _conv(q, q, 1) + 4 * _bsconv(q, q) + _conv(q, f, 1)
+        cca = _conv(f, f // 16, 1) + _conv(f // 16, f, 1)
+        block = 3 * (_conv(f, f // 2, 1) + _bsconv(f, f)) + _bsconv(f, f // 2) + _conv(2 * f, f, 1) + esa + cca
+        return _bsconv(12, f) + blocks * block + _conv(f * blocks, f, 1) + _bsconv(f, f) + _conv(f, 3 * scale**2, 3)
+
+    assert rlfn(46, 48, 4, 4) == 317_218
+    assert _n_params(zoo.create("rlfn", scale=4, feature_channels=52, mid_channels=52, n_blocks=6)) == rlfn(52, 52, 6, 4)
+    assert _n_params(zoo.create("rlfn", scale=2, feature_channels=48, mid_channels=48, n_blocks=6)) == rlfn(48, 48, 6, 2)
+    assert bsrn(64, 8, 4) == 352_400
+    for scale in (2, 3):
+        assert _n_params(zoo.create("bsrn", scale=scale)) == bsrn(64, 8, scale)
+    assert _n_params(zoo.create("bsrn", scale=4, num_feat=48, num_block=5)) == bsrn(48, 5, 4)
+
+
+def test_rlfn_and_bsrn_official_key_names():
+    rlfn = zoo.create("rlfn", scale=4).state_dict()
+    for key, shp in {"conv_1.weight": (46, 3, 3, 3), "block_4.c1_r.weight": (48, 46, 3, 3), "block_1.c3_r.bias": (46,),
+                     "block_2.c5.weight": (46, 46, 1, 1), "block_3.esa.conv2.weight": (16, 16, 3, 3),
+                     "block_1.esa.conv4.weight": (46, 16, 1, 1), "conv_2.weight": (46, 46, 3, 3),
+                     "upsampler.0.weight": (48, 46, 3, 3)}.items():
+        assert tuple(rlfn[key].shape) == shp, key
+    assert not any("conv_max" in k or "conv3_" in k for k in rlfn)  # RLFN's ESA drops them
+    bsrn = zoo.create("bsrn", scale=4).state_dict()
+    for key, shp in {"fea_conv.pw.weight": (64, 12, 1, 1), "fea_conv.dw.weight": (64, 1, 3, 3),
+                     "B8.c1_d.weight": (32, 64, 1, 1), "B1.c4.pw.weight": (32, 64, 1, 1), "B3.c5.weight": (64, 128, 1, 1),
+                     "B2.esa.conv_max.dw.bias": (16,), "B5.esa.conv2.pw.weight": (16, 16, 1, 1),
+                     "B1.cca.conv_du.0.weight": (4, 64, 1, 1), "c1.weight": (64, 512, 1, 1), "c2.dw.weight": (64, 1, 3, 3),
+                     "upsampler.upsampleOneStep.0.weight": (48, 64, 3, 3)}.items():
+        assert tuple(bsrn[key].shape) == shp, key
+    assert "fea_conv.pw.bias" not in bsrn  # the pointwise half of a BSConvU has no bias
+
+
+def test_rlfn_works_in_0_255_inside():
+    model = zoo.create("rlfn", scale=2).eval()
+    with torch.no_grad():
+        model.net.upsampler[0].weight.zero_()
+        model.net.upsampler[0].bias.fill_(51.0)  # 51/255 = 0.2 outside
+        y = model(torch.rand(1, 3, 16, 16))
+    torch.testing.assert_close(y, torch.full_like(y, 0.2))
 
 
 def test_rfdn_works_in_0_255_inside():
@@ -176,7 +236,8 @@ def test_real_checkpoint_loads_strictly(name, scale, rel, count):
 
 @pytest.mark.parametrize(("name", "rel", "wrong_scale"), [("pan", "pan/PANx4_DF2K.pth", 2), ("imdn", "imdn/IMDN_x2.pth", 4)])
 def test_real_checkpoint_at_wrong_scale_is_refused(name, rel, wrong_scale):
-    with pytest.raises(AttrsrError, match="does not fit"):
+    # The upsampler's shapes tell the scale: a different --scale is named as the problem.
+    with pytest.raises(AttrsrError, match=f"weights are for scale {6 - wrong_scale} .*not scale {wrong_scale}"):
         zoo.load(name, weights=_weights(rel), scale=wrong_scale)
 
 
@@ -317,8 +378,11 @@ def test_bad_checkpoint_files_give_one_readable_error(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint" * 8)
     with pytest.raises(AttrsrError, match=r"junk\.pth: cannot read checkpoint.*\.pth/\.pt or \.safetensors"):
         zoo.load("espcn", weights=tmp_path / "junk.pth", scale=2)
-    with pytest.raises(AttrsrError, match=r"c\.pth: model 'espcn' does not support scale 5"):
+    with pytest.raises(AttrsrError, match=r"c\.pth: these espcn weights are for scale 2 .*not scale 5"):
         zoo.load("espcn", weights=tmp_path / "c.pth", scale=5)
+    with pytest.raises(AttrsrError, match=r"c\.pth: model 'srcnn' does not support scale 5"):
+        torch.save(zoo.create("srcnn", scale=2).state_dict(), tmp_path / "c.pth")
+        zoo.load(weights=tmp_path / "c.pth", scale=5)
     # Missing, unexpected and mis-shaped entries together: one message that lists all three.
     bad = dict(state)
     first = next(iter(bad))
@@ -329,3 +393,77 @@ def test_bad_checkpoint_files_give_one_readable_error(tmp_path):
         zoo.load("espcn", weights=bad, scale=2)
     msg = str(info.value)
     assert "\n" not in msg and "1 missing" in msg and "1 unexpected" in msg and "1 shape mismatch" in msg
+
+
+def _rlfn_as_released(sd: dict, x: torch.Tensor, scale: int, n_blocks: int) -> torch.Tensor:
+    """RLFN's forward written from the release's ``block.py``/``rlfn_ntire.py``, on its state dict."""
+    import torch.nn.functional as F
+
+    def conv(t, key, **kw):
+        w = sd[key + ".weight"]
+        return F.conv2d(t, w, sd[key + ".bias"], padding=kw.pop("padding", w.shape[-1] // 2), **kw)
+
+    x = x * 255.0  # test_demo.py: img_L * 255.
+    fea = out = conv(x, "conv_1")
+    for i in range(1, n_blocks + 1):
+        p = f"block_{i}."
+        o = F.leaky_relu(conv(out, p + "c1_r"), 0.05)
+        o = F.leaky_relu(conv(o, p + "c2_r"), 0.05)
+        o = F.leaky_relu(conv(o, p + "c3_r"), 0.05)
+        o = conv(o + out, p + "c5")
+        c1_ = conv(o, p + "esa.conv1")
+        c3 = conv(F.max_pool2d(conv(c1_, p + "esa.conv2", stride=2, padding=0), kernel_size=7, stride=3), p + "esa.conv3")
+        c3 = F.interpolate(c3, (o.shape[2], o.shape[3]), mode="bilinear", align_corners=False)
+        out = o * torch.sigmoid(conv(c3 + conv(c1_, p + "esa.conv_f"), p + "esa.conv4"))
+    return F.pixel_shuffle(conv(conv(out, "conv_2") + fea, "upsampler.0"), scale) / 255.0
+
+
+def _bsrn_as_released(sd: dict, x: torch.Tensor, scale: int, n_blocks: int) -> torch.Tensor:
+    """BSRN's forward written from the release's ``BSRN_arch.py`` (BSConvU, pixelshuffledirect)."""
+    import torch.nn.functional as F
+
+    def pw(t, key):
+        return F.conv2d(t, sd[key + ".weight"], sd[key + ".bias"])
+
+    def bsconv(t, key, stride=1, padding=1):
+        t = F.conv2d(t, sd[key + ".pw.weight"])
+        return F.conv2d(t, sd[key + ".dw.weight"], sd[key + ".dw.bias"], stride=stride, padding=padding, groups=t.shape[1])
+
+    fea = out = bsconv(torch.cat([x, x, x, x], dim=1), "fea_conv")
+    outs = []
+    for i in range(1, n_blocks + 1):
+        p = f"B{i}."
+        d1, r1 = F.gelu(pw(out, p + "c1_d")), F.gelu(bsconv(out, p + "c1_r") + out)
+        d2, r2 = F.gelu(pw(r1, p + "c2_d")), F.gelu(bsconv(r1, p + "c2_r") + r1)
+        d3, r3 = F.gelu(pw(r2, p + "c3_d")), F.gelu(bsconv(r2, p + "c3_r") + r2)
+        o = pw(torch.cat([d1, d2, d3, F.gelu(bsconv(r3, p + "c4"))], dim=1), p + "c5")
+        c1_ = pw(o, p + "esa.conv1")
+        v = F.max_pool2d(bsconv(c1_, p + "esa.conv2", stride=2, padding=0), kernel_size=7, stride=3)
+        c3 = bsconv(F.gelu(bsconv(F.gelu(bsconv(v, p + "esa.conv_max")), p + "esa.conv3")), p + "esa.conv3_")
+        c3 = F.interpolate(c3, (o.shape[2], o.shape[3]), mode="bilinear", align_corners=False)
+        o = o * torch.sigmoid(pw(c3 + pw(c1_, p + "esa.conv_f"), p + "esa.conv4"))
+        mean = o.sum(3, keepdim=True).sum(2, keepdim=True) / (o.shape[2] * o.shape[3])  # stdv_channels + avg_pool
+        std = ((o - mean).pow(2).sum(3, keepdim=True).sum(2, keepdim=True) / (o.shape[2] * o.shape[3])).pow(0.5)
+        gate = torch.sigmoid(pw(torch.relu(pw(std + mean, p + "cca.conv_du.0")), p + "cca.conv_du.2"))
+        out = o * gate + out
+        outs.append(out)
+    trunk = F.gelu(pw(torch.cat(outs, dim=1), "c1"))
+    up = sd["upsampler.upsampleOneStep.0.weight"]
+    lr = bsconv(trunk, "c2") + fea
+    return F.pixel_shuffle(F.conv2d(lr, up, sd["upsampler.upsampleOneStep.0.bias"], padding=1), scale)
+
+
+@pytest.mark.parametrize("name,scale,config,blocks,reference", [
+    ("rlfn", 4, {}, 4, _rlfn_as_released),
+    ("rlfn", 3, dict(feature_channels=16, mid_channels=12, n_blocks=2), 2, _rlfn_as_released),
+    ("bsrn", 2, dict(num_feat=16, num_block=3), 3, _bsrn_as_released),
+    ("bsrn", 4, {}, 8, _bsrn_as_released),
+])
+def test_rlfn_and_bsrn_compute_the_released_function(name, scale, config, blocks, reference):
+    torch.manual_seed(0)
+    model = zoo.create(name, scale=scale, **config).eval()
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            t.add_(torch.randn_like(t) * 0.02)  # no zero biases hiding a swapped key
+        x = torch.rand(1, 3, 17, 16)
+        torch.testing.assert_close(model(x), reference(model.state_dict(), x, scale, blocks), rtol=1e-4, atol=1e-5)

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 
 from attrsr.cli._app import app, user_errors
-from attrsr.cli._common import resolve_model, split_model_arg
+from attrsr.cli._common import MODEL_ARG_HELP, parse_model_args, parse_model_spec, resolve_model
 from attrsr.errors import AttrsrError
 
 
@@ -53,9 +53,10 @@ def _load_windows(spec: str, size: int):
 @app.command("interpret")
 @user_errors
 def interpret_command(
-    model: list[str] = typer.Option(..., "--model", "-m", help="NAME:WEIGHTS of a zoo model (repeat for each network)."),
+    model: list[str] = typer.Option(..., "--model", "-m", help="NAME:WEIGHTS of a zoo model, or the weights alone (architecture read from them); repeat for each network."),
+    model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help=MODEL_ARG_HELP + " Applies to every --model."),
     data: str = typer.Option(..., "--data", "-d", help="Image folder or benchmark dataset (HR + LR_bicubic, HR-only), or 'samples'."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor (all models)."),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Upscaling factor (all models; default: read from the weights when they tell it)."),
     windows: str = typer.Option("auto", "--windows", help=WINDOWS_HELP),
     n_windows: int = typer.Option(2, "--n-windows", help="Windows per image with --windows auto."),
     window: int = typer.Option(16, "--window", help="Window side in SR pixels (auto windows, and file entries without a size)."),
@@ -85,24 +86,30 @@ def interpret_command(
     options = {m: {k: v for k, v in given.items() if v is not None and k in OPTIONS[m]} for m in meths}
     check_output(out, "--out", "staged")
     wins = _load_windows(windows, window)
-    ds = open_dataset(data, scale)
-    pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
-    nets = {}
+    model_args = parse_model_args(model_arg)
+    specs = []
     seen = set()
     for arg in model:
-        name, weights = split_model_arg(arg)
-        if weights is None:
-            raise AttrsrError(f"--model {arg}: give NAME:WEIGHTS (the checkpoint of that network)")
-        key = (name, str(Path(weights).expanduser().resolve()))
+        name, weights = parse_model_spec(arg)
+        key = (name, str(weights.expanduser().resolve()) if weights is not None else None)
         if key in seen:
             raise AttrsrError(f"--model {arg} is given twice")
         seen.add(key)
-        label = name if name not in nets else f"{name}({Path(weights).stem})"
+        specs.append((arg, name, weights))
+    ds = open_dataset(data, scale) if scale is not None else None  # a bad folder is found before any loading
+    nets = {}
+    for arg, name, weights in specs:
+        net = resolve_model(name, weights, scale, allow_pickle=allow_pickle, model_args=model_args)
+        if scale is None:
+            scale = int(net.scale)  # the first network's weights set it; the others must agree
+        name = getattr(net, "zoo_name", None) or name
+        net.zoo_name = name
+        label = name if name not in nets else f"{name}({weights.stem if weights else name})"
         if label in nets:
             raise AttrsrError(f"--model {arg}: two checkpoints of {name!r} with the same file name; rename one")
-        net = resolve_model(name, Path(weights), scale, allow_pickle=allow_pickle)
-        net.zoo_name = getattr(net, "zoo_name", name)
         nets[label] = net
+    ds = ds if ds is not None else open_dataset(data, scale)
+    pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
     report = interpret(
         nets, pairs, out, windows=wins, n_windows=n_windows, window_size=window, methods=meths,
         method_options=options, randomisation=randomisation_check,

@@ -15,7 +15,7 @@ import typer
 
 from attrsr import datadir
 from attrsr.cli._app import app, user_errors
-from attrsr.cli._common import resolve_model
+from attrsr.cli._common import MODEL_ARG_HELP, MODEL_HELP, parse_model_args, parse_model_spec, resolve_model
 from attrsr.errors import AttrsrError
 
 
@@ -58,11 +58,12 @@ def method_options(method: str, *, steps: int | None, sigma: float | None, chunk
 @app.command("lam")
 @user_errors
 def lam_command(
-    model: str = typer.Option(..., "--model", "-m", help="Zoo model name (or NAME:WEIGHTS), or 'demo'."),
-    scale: int = typer.Option(..., "--scale", "-s", help="Upscaling factor."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help=MODEL_HELP),
+    scale: Optional[int] = typer.Option(None, "--scale", "-s", help="Upscaling factor (default: read from the weights when they tell it)."),
     x: int = typer.Option(..., "--x", help="Window's left column on the SR image (SR pixels)."),
     y: int = typer.Option(..., "--y", help="Window's top row on the SR image (SR pixels)."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Checkpoint (.pth/.pt/.safetensors)."),
+    model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help=MODEL_ARG_HELP),
     lr: Optional[Path] = typer.Option(None, "--lr", help="LR image: the network's input. Give exactly one of --lr / --hr."),
     hr: Optional[Path] = typer.Option(None, "--hr", help="HR image: LR is made from it with MATLAB bicubic; adds the PSNR. Give exactly one of --lr / --hr."),
     window: int = typer.Option(16, "--window", help="Window side in SR pixels."),
@@ -80,7 +81,6 @@ def lam_command(
     from attrsr.attribution.gradients import normalise_method
     from attrsr.attribution.objectives import Window
     from attrsr.report.attribution import lam_report
-    from attrsr.cli._common import split_model_arg
     from attrsr.fileio import check_output
 
     key = normalise_method(method)
@@ -88,17 +88,24 @@ def lam_command(
     win = Window.coerce((x, y, window))
     if win.size < 2:
         raise AttrsrError(f"--window {window} is too small; use at least 2 SR pixels (default 16)")
-    name, w_inline = split_model_arg(model)
-    if w_inline is not None and weights is not None:
-        raise AttrsrError("weights given twice: use --model NAME:WEIGHTS or --model NAME --weights WEIGHTS, not both")
-    weights = weights or (Path(w_inline) if w_inline else None)
+    name, weights = parse_model_spec(model, weights)
+    model_args = parse_model_args(model_arg)
+    net = None
+    if scale is None:  # the weights tell the scale: load the model first
+        net = resolve_model(name, weights, None, allow_pickle=allow_pickle, model_args=model_args)
+        scale = int(net.scale)
     lr_t, hr_t = load_lr(lr, hr, scale)
     # Bounds first: a window off the image is a typo, found before the model is even loaded.
     win.check((lr_t.shape[-2] * scale, lr_t.shape[-1] * scale), margin=0 if key == "input_grad" else 1)
     image = lr or hr
-    out = out or Path("out") / "lam" / f"{image.stem}-{name}-{key}-x{x}-y{y}"
-    check_output(out, "--out", "staged")
-    net = resolve_model(name, weights, scale, allow_pickle=allow_pickle)
+    if out is not None:  # an unwritable --out fails before the model is loaded
+        check_output(out, "--out", "staged")
+    if net is None:
+        net = resolve_model(name, weights, scale, allow_pickle=allow_pickle, model_args=model_args)
+    name = getattr(net, "zoo_name", None) or name or "demo"
+    if out is None:  # the default folder is named after the (possibly detected) model
+        out = Path("out") / "lam" / f"{image.stem}-{name}-{key}-x{x}-y{y}"
+        check_output(out, "--out", "staged")
     extra = {
         "model": name,
         "weights": str(weights) if weights else None,

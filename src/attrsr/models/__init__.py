@@ -1,4 +1,4 @@
-"""The model zoo: ``attrsr.models.load(name, weights=..., scale=...)``, ``names()``, ``create()``.
+"""The model zoo: ``attrsr.models.load(weights=...)`` (architecture detected) or ``load(name, weights=..., scale=...)``, ``names()``, ``create()``.
 
 Each architecture lives in its own module and registers itself when this package is imported
 (explicit imports below, no import-time scanning).
@@ -7,6 +7,8 @@ Each architecture lives in its own module and registers itself when this package
 from attrsr.models.registry import (
     ContractWrapper,
     ModelSpec,
+    all_specs,
+    builder_options,
     create,
     load,
     load_weights,
@@ -23,6 +25,8 @@ from attrsr.models import _zoo  # noqa: F401,E402
 __all__ = [
     "ContractWrapper",
     "ModelSpec",
+    "all_specs",
+    "builder_options",
     "create",
     "load",
     "load_weights",

@@ -14,3 +14,5 @@ from attrsr.models import san  # noqa: F401,E402
 from attrsr.models import rrdbnet  # noqa: F401,E402
 from attrsr.models import msrresnet  # noqa: F401,E402
 from attrsr.models import swinir  # noqa: F401,E402
+from attrsr.models import rlfn  # noqa: F401,E402
+from attrsr.models import bsrn  # noqa: F401,E402

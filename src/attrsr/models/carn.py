@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attrsr.models.detection import Fit, missing, shape
 from attrsr.models.registry import register
 
 _DIV2K_MEAN = (0.4488, 0.4371, 0.4040)
@@ -186,16 +187,45 @@ class CARN(nn.Module):
         return self.add_mean(self.exit(self.upsample(fea, self.scale)))
 
 
-@register("carn", scales=(2, 3, 4), description="CARN (Ahn et al. 2018), 1.59M params (multi-scale), RGB [0,1]")
-def build_carn(scale: int = 4, **config) -> nn.Module:
-    return CARN(scale=scale, mobile=False, **config)
+def detect_carn(state: dict[str, torch.Tensor]) -> Fit | str:
+    """CARN or CARN-M (``b1.b1`` is an efficient block, no ``b1.b2``), grouping from the grouped
+    convs' shapes, single- or multi-scale from the ``upsample.up{s}`` present."""
+    import re
+
+    if reason := missing(state, "entry.weight", "b1.c1.body.0.weight", "exit.weight", "b1.b1.body.0.weight"):
+        return reason
+    mobile = "b1.b2.body.0.weight" not in state
+    nf = shape(state, "entry.weight")[0]
+    if nf != 64:
+        return f"entry has {nf} output channels; CARN's width is 64"
+    group = nf // shape(state, "b1.b1.body.0.weight")[1]
+    ups = sorted({int(m.group(1)) for k in state if (m := re.match(r"upsample\.up(\d+)\.", k))})
+    if not ups:
+        return "no upsample.up<s>.* keys"
+    config: dict = {}
+    if group != (4 if mobile else 1):
+        config["group"] = group
+    name = "carn-m" if mobile else "carn"
+    if len(ups) == 1:
+        config["multi_scale"] = False
+        return Fit(config, scale=ups[0], evidence=f"upsample.up{ups[0]} only (a single-scale file)", name=name)
+    if ups != [2, 3, 4]:
+        return f"upsamplers for x{ups}; CARN's multi-scale files hold x2, x3 and x4"
+    config["multi_scale"] = True
+    return Fit(config, scales=(2, 3, 4), evidence="a multi-scale file with x2, x3 and x4 upsamplers", name=name)
+
+
+@register("carn", scales=(2, 3, 4), detect=detect_carn, description="CARN (Ahn et al. 2018), 1.59M params (multi-scale), RGB [0,1]")
+def build_carn(scale: int, *, multi_scale: bool = True, group: int | None = None) -> nn.Module:
+    return CARN(scale=scale, mobile=False, group=group, multi_scale=multi_scale)
 
 
 @register(
     "carn-m",
     scales=(2, 3, 4),
     aliases=("carn_m", "carnm"),
+    detect=detect_carn,
     description="CARN-M (Ahn et al. 2018), 0.41M params (multi-scale), grouped convs, RGB [0,1]",
 )
-def build_carn_m(scale: int = 4, **config) -> nn.Module:
-    return CARN(scale=scale, mobile=True, **config)
+def build_carn_m(scale: int, *, multi_scale: bool = True, group: int | None = None) -> nn.Module:
+    return CARN(scale=scale, mobile=True, group=group, multi_scale=multi_scale)

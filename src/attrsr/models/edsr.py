@@ -25,6 +25,7 @@ from attrsr.models._edsr_common import (
     conv,
     default_mean_shift_state,
 )
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_scale
 from attrsr.models.registry import ContractWrapper, register
 
 
@@ -94,9 +95,29 @@ def edsr_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> dict[s
     return out
 
 
+def detect_edsr(state: dict[str, torch.Tensor]) -> Fit | str:
+    """EDSR / EDSR-baseline: width and depth from the shapes, scale from the upsampler convs.
+
+    ``res_scale`` is not in the weights: the official EDSR (256 features) uses 0.1, the baseline
+    and narrower models 1, so 256-wide files are read as ``edsr`` and narrower ones as
+    ``edsr-baseline`` (``edsr-t`` is the baseline under another name).
+    """
+    if reason := missing(state, "head.0.weight", "body.0.body.0.weight", "tail.0.0.weight", "tail.1.weight"):
+        return reason
+    if len(shape(state, "body.0.body.0.weight")) != 4:
+        return "body.0.body.0 is not a convolution (not EDSR's residual block)"
+    n_feats = shape(state, "head.0.weight")[0]
+    scale, evidence = shuffle_scale(state, "tail.0.", n_feats)
+    if scale is None:
+        return evidence
+    config = dict(n_resblocks=count_children(state, "body.") - 1, n_feats=n_feats)
+    return Fit(config, scale=scale, evidence=evidence, name="edsr" if n_feats >= 256 else "edsr-baseline")
+
+
 @register(
     "edsr",
     scales=(2, 3, 4),
+    detect=detect_edsr,
     aliases=("edsr-b", "edsr-l"),
     checkpoint_filter=edsr_checkpoint_filter,
     description="EDSR, 32 blocks x 256 features, res_scale 0.1 (official release, [0,255] inside)",
@@ -116,6 +137,7 @@ def build_edsr(
 @register(
     "edsr-baseline",
     scales=(2, 3, 4),
+    detect=detect_edsr,
     checkpoint_filter=edsr_checkpoint_filter,
     description="EDSR baseline, 16 blocks x 64 features, res_scale 1 (official release)",
 )
@@ -137,6 +159,7 @@ def build_edsr_baseline(
 @register(
     "edsr-t",
     scales=(2, 3, 4),
+    detect=detect_edsr,
     checkpoint_filter=edsr_checkpoint_filter,
     description="EDSR-T of the attribution-prior thesis (= edsr-baseline: 16 blocks x 64 features)",
 )

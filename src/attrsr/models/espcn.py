@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from attrsr.models._luma import LumaWrapper
+from attrsr.models.detection import Fit, missing, shape, shuffle_factor
 from attrsr.models.registry import register
 
 
@@ -31,6 +32,17 @@ class ESPCN(nn.Module):
         return self.last_part(self.first_part(x))
 
 
-@register("espcn", scales=(2, 3, 4), description="ESPCN (Shi et al. 2016), ~25K params, Y channel")
-def build_espcn(scale: int = 4, **config) -> nn.Module:
-    return LumaWrapper(ESPCN(scale=scale, **config), scale, pre_upsample=False)
+def detect_espcn(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "first_part.0.weight", "first_part.2.weight", "last_part.0.weight"):
+        return reason
+    channels = shape(state, "first_part.0.weight")[1]
+    out = shape(state, "last_part.0.weight")[0]
+    scale = shuffle_factor(out, channels)
+    if scale is None:
+        return f"last_part.0 has {out} output channels, not {channels}·s²"
+    return Fit(dict(num_channels=channels), scale=scale, evidence=f"last_part.0: {out} = {channels}·{scale}² channels")
+
+
+@register("espcn", scales=(2, 3, 4), detect=detect_espcn, description="ESPCN (Shi et al. 2016), ~25K params, Y channel")
+def build_espcn(scale: int, *, num_channels: int = 1) -> nn.Module:
+    return LumaWrapper(ESPCN(scale=scale, num_channels=num_channels), scale, pre_upsample=False)

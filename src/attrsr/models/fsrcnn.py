@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from attrsr.models._luma import LumaWrapper
+from attrsr.models.detection import Fit, count_children, missing, shape
 from attrsr.models.registry import register
 
 
@@ -38,6 +39,17 @@ class FSRCNN(nn.Module):
         return self.last_part(self.mid_part(self.first_part(x)))
 
 
-@register("fsrcnn", scales=(2, 3, 4), description="FSRCNN (Dong et al. 2016), 12.8K params, Y channel")
-def build_fsrcnn(scale: int = 4, **config) -> nn.Module:
-    return LumaWrapper(FSRCNN(scale=scale, **config), scale, pre_upsample=False)
+def detect_fsrcnn(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "first_part.0.weight", "mid_part.0.weight", "last_part.weight"):
+        return reason
+    d, channels = shape(state, "first_part.0.weight")[:2]
+    s = shape(state, "mid_part.0.weight")[0]
+    m = count_children(state, "mid_part.") // 2 - 2  # (conv, PReLU) pairs: shrink, m maps, expand
+    config = dict(d=d, s=s, m=m, num_channels=channels)
+    # The deconvolution's stride (= scale) is an argument of the layer, not a weight.
+    return Fit(config, evidence="the deconvolution's stride is not stored in the weights")
+
+
+@register("fsrcnn", scales=(2, 3, 4), detect=detect_fsrcnn, description="FSRCNN (Dong et al. 2016), 12.8K params, Y channel")
+def build_fsrcnn(scale: int, *, d: int = 56, s: int = 12, m: int = 4, num_channels: int = 1) -> nn.Module:
+    return LumaWrapper(FSRCNN(scale=scale, num_channels=num_channels, d=d, s=s, m=m), scale, pre_upsample=False)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from attrsr.models.detection import Fit, missing, shape, shuffle_factor
 from attrsr.models.registry import register
 
 
@@ -104,6 +105,27 @@ class IMDN(DistillationNet):
         super().__init__(IMDB, "IMDB", scale, in_nc, nf, num_modules, out_nc)
 
 
-@register("imdn", scales=(2, 3, 4), description="IMDN (Hui et al. 2019), ~0.7M params, RGB [0,1]")
-def build_imdn(scale: int = 4, **config) -> nn.Module:
-    return IMDN(scale=scale, **config)
+def detect_distillation_net(state: dict[str, torch.Tensor], block_key: str) -> Fit | str:
+    """IMDN/RFDN: width and block count from the shapes; scale from the one upsampler conv."""
+    import re
+
+    if reason := missing(state, "fea_conv.weight", f"{block_key}1.c5.weight", "LR_conv.weight", "upsampler.0.weight"):
+        return reason
+    nf, in_nc = shape(state, "fea_conv.weight")[:2]
+    prefix = block_key.rstrip("0123456789")
+    blocks = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"(\d+)\.", k))}
+    up = shape(state, "upsampler.0.weight")[0]
+    scale = shuffle_factor(up, in_nc)
+    if scale is None:
+        return f"upsampler.0 has {up} output channels, not {in_nc}·s²"
+    config = dict(nf=nf, num_modules=len(blocks), in_nc=in_nc, out_nc=in_nc)
+    return Fit(config, scale=scale, evidence=f"upsampler.0: {up} = {in_nc}·{scale}² channels")
+
+
+def detect_imdn(state: dict[str, torch.Tensor]) -> Fit | str:
+    return detect_distillation_net(state, "IMDB")
+
+
+@register("imdn", scales=(2, 3, 4), detect=detect_imdn, description="IMDN (Hui et al. 2019), ~0.7M params, RGB [0,1]")
+def build_imdn(scale: int, *, nf: int = 64, num_modules: int = 6, in_nc: int = 3, out_nc: int = 3) -> nn.Module:
+    return IMDN(scale=scale, in_nc=in_nc, nf=nf, num_modules=num_modules, out_nc=out_nc)

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_factor
 from attrsr.models.registry import register
 
 
@@ -84,8 +85,23 @@ def msrresnet_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> d
     }
 
 
+def detect_msrresnet(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "conv_first.weight", "body.0.conv1.weight", "upconv1.weight", "conv_hr.weight"):
+        return reason
+    num_feat = shape(state, "conv_first.weight")[0]
+    config = dict(num_feat=num_feat, num_block=count_children(state, "body."))
+    if "upconv2.weight" in state:
+        return Fit(config, scale=4, evidence="two x2 upsampling convs (upconv2)")
+    up = shape(state, "upconv1.weight")[0]
+    scale = shuffle_factor(up, num_feat)
+    if scale is None:
+        return f"upconv1 has {up} output channels, not {num_feat}·s²"
+    return Fit(config, scale=scale, evidence=f"upconv1: {up} = {num_feat}·{scale}² channels")
+
+
 @register(
     "msrresnet",
+    detect=detect_msrresnet,
     scales=(2, 3, 4),
     aliases=("srresnet", "msrresnet-psnr"),
     checkpoint_filter=msrresnet_checkpoint_filter,

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from attrsr.models.detection import Fit, count_children, missing, shape
 from attrsr.models.registry import register
 
 
@@ -109,6 +110,18 @@ class PAN(nn.Module):
         return self.conv_last(fea) + base
 
 
-@register("pan", scales=(2, 3, 4), description="PAN (Zhao et al. 2020), 0.26M/0.27M params, RGB [0,1]")
-def build_pan(scale: int = 4, **config) -> nn.Module:
-    return PAN(scale=scale, **config)
+def detect_pan(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "conv_first.weight", "SCPA_trunk.0.conv1_a.weight", "upconv1.weight", "att1.conv.weight", "conv_last.weight"):
+        return reason
+    config = dict(nf=shape(state, "conv_first.weight")[0], unf=shape(state, "upconv1.weight")[0],
+                  nb=count_children(state, "SCPA_trunk."), in_nc=shape(state, "conv_first.weight")[1],
+                  out_nc=shape(state, "conv_last.weight")[0])
+    if "upconv2.weight" in state:
+        return Fit(config, scale=4, evidence="two upsampling stages (upconv2)")
+    # Nearest-neighbour upsampling carries no weights: x2 and x3 files have identical shapes.
+    return Fit(config, scales=(2, 3), evidence="one upsampling stage: x2 and x3 have identical shapes")
+
+
+@register("pan", scales=(2, 3, 4), detect=detect_pan, description="PAN (Zhao et al. 2020), 0.26M/0.27M params, RGB [0,1]")
+def build_pan(scale: int, *, nf: int = 40, unf: int = 24, nb: int = 16, in_nc: int = 3, out_nc: int = 3) -> nn.Module:
+    return PAN(scale=scale, in_nc=in_nc, out_nc=out_nc, nf=nf, unf=unf, nb=nb)

@@ -25,6 +25,7 @@ from attrsr.models._edsr_common import (
     conv,
     default_mean_shift_state,
 )
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_scale
 from attrsr.models.registry import ContractWrapper, register
 
 
@@ -140,9 +141,24 @@ def _rcan(scale: int, **config) -> nn.Module:
     return ContractWrapper(RCAN(scale, **config), scale, value_range=rgb_range)
 
 
+def detect_rcan(state: dict[str, torch.Tensor]) -> Fit | str:
+    """RCAN (and RCAN-T: exactly 10 groups of 6 RCABs): groups, blocks, width, reduction, scale."""
+    if reason := missing(state, "head.0.weight", "body.0.body.0.body.0.weight", "body.0.body.0.body.3.conv_du.0.weight"):
+        return reason
+    n_feats = shape(state, "head.0.weight")[0]
+    scale, evidence = shuffle_scale(state, "tail.0.", n_feats)
+    if scale is None:
+        return evidence
+    groups, blocks = count_children(state, "body.") - 1, count_children(state, "body.0.body.") - 1
+    config = dict(n_resgroups=groups, n_resblocks=blocks, n_feats=n_feats,
+                  reduction=n_feats // shape(state, "body.0.body.0.body.3.conv_du.0.weight")[0])
+    return Fit(config, scale=scale, evidence=evidence, name="rcan-t" if (groups, blocks) == (10, 6) else "rcan")
+
+
 @register(
     "rcan",
     scales=(2, 3, 4, 8),
+    detect=detect_rcan,
     aliases=("rcan-b",),
     checkpoint_filter=rcan_checkpoint_filter,
     description="RCAN, 10 residual groups x 20 RCABs, 64 features (official release, [0,255] inside)",
@@ -169,6 +185,7 @@ def build_rcan(
 @register(
     "rcan-t",
     scales=(2, 3, 4, 8),
+    detect=detect_rcan,
     checkpoint_filter=rcan_checkpoint_filter,
     description="RCAN-T of the attribution-prior thesis: 10 residual groups x 6 RCABs, 64 features",
 )

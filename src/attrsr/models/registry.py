@@ -9,7 +9,9 @@ checkpoints load unchanged. When an architecture works in [0,255], on the Y chan
 another adaptation, wrap it in :class:`ContractWrapper`: the wrapper converts the data but is
 transparent to ``state_dict``/``load_state_dict`` (no ``net.`` prefix appears or is expected).
 Foreign key layouts (an older release, BasicSR's names) are adapted by a per-model
-``checkpoint_filter`` instead of forking the architecture (timm's pattern).
+``checkpoint_filter`` instead of forking the architecture (timm's pattern). A per-model ``detect``
+reads the configuration and scale from a state dict (:mod:`attrsr.models.detection`), so
+``load(weights=PATH)`` needs no name.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from attrsr import datadir
 from attrsr.errors import AttrsrError
 
 Builder = Callable[..., nn.Module]
-CheckpointFilter = Callable[[dict[str, torch.Tensor], int], dict[str, torch.Tensor]]
+CheckpointFilter = Callable[[dict[str, torch.Tensor], "int | None"], dict[str, torch.Tensor]]
+Detector = Callable[[dict[str, torch.Tensor]], Any]  # -> detection.Fit, or the reason (str) it does not fit
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,7 @@ class ModelSpec:
     aliases: tuple[str, ...] = ()
     checkpoint_filter: CheckpointFilter | None = None
     description: str = ""
+    detect: Detector | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -50,14 +54,19 @@ def register(
     aliases: tuple[str, ...] = (),
     checkpoint_filter: CheckpointFilter | None = None,
     description: str = "",
+    detect: Detector | None = None,
 ) -> Callable[[Builder], Builder]:
-    """Decorator: register ``build(scale, **config)`` under ``name`` (and aliases)."""
+    """Decorator: register ``build(scale, **config)`` under ``name`` (and aliases).
+
+    ``detect(state) -> Fit | str`` reads configuration and scale from a (filtered) state dict, or
+    says why it is not this architecture; family members may share one detector.
+    """
 
     def deco(build: Builder) -> Builder:
         key = name.lower()
         if key in _REGISTRY or key in _ALIASES:
             raise ValueError(f"model name {name!r} registered twice")
-        _REGISTRY[key] = ModelSpec(key, build, tuple(scales), tuple(aliases), checkpoint_filter, description)
+        _REGISTRY[key] = ModelSpec(key, build, tuple(scales), tuple(aliases), checkpoint_filter, description, detect)
         for alias in aliases:
             _ALIASES[alias.lower()] = key
         return build
@@ -68,6 +77,11 @@ def register(
 def names() -> list[str]:
     """Registered model names (aliases not included), sorted."""
     return sorted(_REGISTRY)
+
+
+def all_specs() -> list[ModelSpec]:
+    """Every registered model, in registration order."""
+    return list(_REGISTRY.values())
 
 
 def spec(name: str) -> ModelSpec:
@@ -82,15 +96,32 @@ def spec(name: str) -> ModelSpec:
     return _REGISTRY[key]
 
 
-def create(name: str, scale: int = 4, **config: Any) -> nn.Module:
-    """Build a freshly initialised model of the registered architecture ``name``."""
+def builder_options(name: str) -> list[str]:
+    """The keyword options the builder of ``name`` accepts (besides ``scale``)."""
+    import inspect
+
+    params = inspect.signature(spec(name).build).parameters.values()
+    return [p.name for p in params if p.name != "scale" and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def create(name: str, scale: int, **config: Any) -> nn.Module:
+    """Build a freshly initialised model of the registered architecture ``name`` at ``scale``."""
     s = spec(name)
+    if scale is None:
+        raise AttrsrError(f"model {s.name!r}: no scale given; pass --scale (Python: scale=)")
     if s.scales and scale not in s.scales:
         raise AttrsrError(
             f"model {s.name!r} does not support scale {scale}; supported: {', '.join(map(str, s.scales))} "
             "(pass one of these as --scale / scale=)"
         )
-    model = s.build(scale=scale, **config)
+    try:
+        model = s.build(scale=scale, **config)
+    except TypeError as exc:
+        if "argument" not in str(exc):
+            raise
+        raise AttrsrError(
+            f"model {s.name!r}: {exc}; accepted: {', '.join(builder_options(s.name)) or 'none'}"
+        ) from None
     model.scale = scale
     return model
 
@@ -276,34 +307,49 @@ def load_weights(model: nn.Module, state: dict[str, torch.Tensor], *, strict: bo
 
 
 def load(
-    name: str,
+    name: str | None = None,
     weights: str | Path | Mapping[str, torch.Tensor] | None = None,
-    scale: int = 4,
+    scale: int | None = None,
     *,
     strict: bool = True,
     allow_pickle: bool = False,
     **config: Any,
 ) -> nn.Module:
-    """Build zoo model ``name`` at ``scale`` and load ``weights`` (a path or a state dict).
+    """Build a zoo model and load ``weights`` (a path or a state dict) into it, strictly.
 
-    Returns the model in eval mode. ``strict`` and ``allow_pickle`` as in :func:`read_checkpoint`.
+    Without ``name`` the architecture and its configuration are detected from the weights (see
+    :mod:`attrsr.models.detection`); with it they are forced, and ``config`` overrides detected
+    options either way. ``scale`` is never guessed: it comes from the weights, an attrsr export's
+    metadata, or the caller, and must agree with the weights when they tell it. The returned model
+    (eval mode) has ``zoo_name`` and ``detection`` (one line: what was detected and from what).
+    ``allow_pickle`` as in :func:`read_checkpoint`.
     """
-    s = spec(name)
-    try:
+    from attrsr.models import detection
+
+    if weights is None:
+        if name is None:
+            raise AttrsrError("load() needs a model name or weights (or both)")
+        s = spec(name)
         model = create(s.name, scale=scale, **config)
+        model.zoo_name = s.name
+        return model.eval()
+    if isinstance(weights, Mapping):
+        source = "state dict"
+        state = unwrap_state_dict(dict(weights), source=source)
+        meta: dict[str, Any] = {}
+    else:
+        source = str(weights)
+        state = read_checkpoint(weights, allow_pickle=allow_pickle)
+        meta = detection.metadata_of(weights)
+    found = detection.resolve(state, name=name, scale=scale, config=config, metadata=meta, source=source)
+    s = spec(found.name)
+    try:
+        model = create(s.name, scale=found.scale, **found.config)
     except AttrsrError as exc:
-        if weights is None or isinstance(weights, Mapping):
-            raise
-        raise AttrsrError(f"{weights}: {exc}") from None
+        raise AttrsrError(f"{source}: {exc}") from None
     model.zoo_name = s.name
-    if weights is not None:
-        if isinstance(weights, Mapping):
-            source = "state dict"
-            state = unwrap_state_dict(dict(weights), source=source)
-        else:
-            source = str(weights)
-            state = read_checkpoint(weights, allow_pickle=allow_pickle)
-        if s.checkpoint_filter is not None:
-            state = s.checkpoint_filter(state, scale)
-        load_weights(model, state, strict=strict, source=source)
+    model.detection = found.summary
+    if s.checkpoint_filter is not None:
+        state = s.checkpoint_filter(state, found.scale)
+    load_weights(model, state, strict=strict, source=source)
     return model.eval()

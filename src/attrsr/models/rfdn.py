@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from attrsr.models.imdn import DistillationNet
+from attrsr.models.imdn import DistillationNet, detect_distillation_net
 from attrsr.models.registry import ContractWrapper, register
 
 
@@ -94,6 +94,12 @@ class RFDN(DistillationNet):
         super().__init__(RFDB, "B", scale, in_nc, nf, num_modules, out_nc)
 
 
-@register("rfdn", scales=(2, 3, 4), description="RFDN/E-RFDN as released (Liu et al. 2020), 0.43M params at x4, wrapped from [0,255]")
-def build_rfdn(scale: int = 4, **config) -> nn.Module:
-    return ContractWrapper(RFDN(scale=scale, **config), scale, value_range=255)
+def detect_rfdn(state: dict[str, torch.Tensor]):
+    return detect_distillation_net(state, "B")
+
+
+@register("rfdn", scales=(2, 3, 4), detect=detect_rfdn,
+          description="RFDN/E-RFDN as released (Liu et al. 2020), 0.43M params at x4, wrapped from [0,255]")
+def build_rfdn(scale: int, *, nf: int = 50, num_modules: int = 4, in_nc: int = 3, out_nc: int = 3) -> nn.Module:
+    net = RFDN(scale=scale, in_nc=in_nc, nf=nf, num_modules=num_modules, out_nc=out_nc)
+    return ContractWrapper(net, scale, value_range=255)

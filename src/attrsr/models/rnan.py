@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrsr.models._edsr_common import DIV2K_RGB_MEAN, MeanShift, ResBlock, Upsampler, conv, pad_to_multiple
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_scale
 from attrsr.models.registry import ContractWrapper, register
 
 
@@ -153,9 +154,23 @@ def _rnan(scale: int, n_resgroups: int, n_feats: int, rgb_range: float) -> nn.Mo
     return ContractWrapper(net, scale, value_range=rgb_range)
 
 
+def detect_rnan(state: dict[str, torch.Tensor]) -> Fit | str:
+    """RNAN (RNAN-T: the two non-local groups only): groups, width, scale."""
+    if reason := missing(state, "head.0.weight", "body_nl_low.0.body.0.RA_RB1.0.body.0.weight", "body_nl_high.0.body.1.weight"):
+        return reason
+    n_feats = shape(state, "head.0.weight")[0]
+    scale, evidence = shuffle_scale(state, "tail.0.", n_feats)
+    if scale is None:
+        return evidence
+    groups = count_children(state, "body.") - 1 + 2  # local groups + the two non-local ones
+    return Fit(dict(n_resgroups=groups, n_feats=n_feats), scale=scale, evidence=evidence,
+               name="rnan-t" if groups == 2 else "rnan")
+
+
 @register(
     "rnan",
     scales=(2, 3, 4, 8),
+    detect=detect_rnan,
     aliases=("rnan-b",),
     description="RNAN (SR), 10 attention groups, 64 features (official release, [0,255] inside)",
 )
@@ -169,6 +184,7 @@ def build_rnan(scale: int, *, n_resgroups: int = 10, n_feats: int = 64, rgb_rang
 @register(
     "rnan-t",
     scales=(2, 3, 4, 8),
+    detect=detect_rnan,
     description="RNAN-T of the attribution-prior thesis: 2 (non-local) attention groups, 64 features",
 )
 def build_rnan_t(scale: int, *, n_resgroups: int = 2, n_feats: int = 64, rgb_range: float = 255.0) -> nn.Module:

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrsr.models._edsr_common import body_depth, pad_to_multiple
+from attrsr.models.detection import Fit, count_children, missing, shape
 from attrsr.models.registry import register
 
 
@@ -131,8 +132,22 @@ def rrdbnet_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> dic
     return state
 
 
+def detect_rrdbnet(state: dict[str, torch.Tensor]) -> Fit | str:
+    """Width, depth and growth from the shapes; x4/x2/x1 from conv_first's (pixel-unshuffled) input."""
+    if reason := missing(state, "conv_first.weight", "body.0.rdb1.conv1.weight", "conv_up1.weight", "conv_up2.weight"):
+        return reason
+    num_feat, cin = shape(state, "conv_first.weight")[:2]
+    scale = {3: 4, 12: 2, 48: 1}.get(cin)
+    if scale is None:
+        return f"conv_first takes {cin} channels (x4: 3, x2: 12, x1: 48)"
+    config = dict(num_feat=num_feat, num_block=count_children(state, "body."),
+                  num_grow_ch=shape(state, "body.0.rdb1.conv1.weight")[0])
+    return Fit(config, scale=scale, evidence=f"conv_first takes {cin} = 3·{4 // scale}² (pixel-unshuffled) channels")
+
+
 @register(
     "rrdbnet",
+    detect=detect_rrdbnet,
     scales=(1, 2, 4),
     aliases=("esrgan", "rrdb"),
     checkpoint_filter=rrdbnet_checkpoint_filter,

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrsr.models._edsr_common import DIV2K_RGB_MEAN, MeanShift, Upsampler, body_depth, conv
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_scale
 from attrsr.models.registry import ContractWrapper, register
 
 # The official SOCA crops the centre 1000x1000 of larger feature maps before pooling.
@@ -226,9 +227,24 @@ def san_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> dict[st
     return out
 
 
+def detect_san(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "head.0.weight", "RG.0.rcab.0.conv_first.0.weight", "RG.0.soca.conv_du.0.weight",
+                         "non_local.non_local.g.0.weight"):
+        return reason
+    n_feats = shape(state, "head.0.weight")[0]
+    scale, evidence = shuffle_scale(state, "tail.0.", n_feats)
+    if scale is None:
+        return evidence
+    config = dict(n_resgroups=count_children(state, "RG."), n_resblocks=count_children(state, "RG.0.rcab."),
+                  n_feats=n_feats, reduction=n_feats // shape(state, "RG.0.soca.conv_du.0.weight")[0],
+                  nl_reduction=n_feats // shape(state, "non_local.non_local.g.0.weight")[0])
+    return Fit(config, scale=scale, evidence=evidence)
+
+
 @register(
     "san",
     scales=(2, 3, 4, 8),
+    detect=detect_san,
     checkpoint_filter=san_checkpoint_filter,
     description="SAN, 20 LSRAGs x 10 residual blocks, 64 features, SOCA reduction 16 (official, [0,255] inside)",
 )

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from attrsr.models._luma import LumaWrapper
+from attrsr.models.detection import Fit, missing, shape
 from attrsr.models.registry import register
 
 
@@ -32,6 +33,15 @@ class SRCNN(nn.Module):
         return self.conv3(x)
 
 
-@register("srcnn", scales=(2, 3, 4), description="SRCNN 9-5-5 (Dong et al. 2014), 57K params, Y channel on bicubic")
-def build_srcnn(scale: int = 4, **config) -> nn.Module:
-    return LumaWrapper(SRCNN(**config), scale, pre_upsample=True)
+def detect_srcnn(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "conv1.weight", "conv2.weight", "conv3.weight"):
+        return reason
+    if len(shape(state, "conv1.weight")) != 4 or shape(state, "conv1.weight")[2:] != (9, 9):
+        return f"conv1 is {shape(state, 'conv1.weight')}, not SRCNN's 9x9 convolution"
+    return Fit(dict(num_channels=shape(state, "conv1.weight")[1]),
+               evidence="SRCNN refines a bicubic-upscaled image: the same weights run at any scale")
+
+
+@register("srcnn", scales=(2, 3, 4), detect=detect_srcnn, description="SRCNN 9-5-5 (Dong et al. 2014), 57K params, Y channel on bicubic")
+def build_srcnn(scale: int, *, num_channels: int = 1) -> nn.Module:
+    return LumaWrapper(SRCNN(num_channels=num_channels), scale, pre_upsample=True)

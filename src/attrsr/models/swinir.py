@@ -5,12 +5,15 @@ Key names follow the official release, JingyunLiang/SwinIR ``models/network_swin
 ``002_lightweightSR_DIV2K_s64w8_SwinIR-S_x*.pth`` files, whose tensors sit under ``params``):
 ``conv_first``, ``patch_embed.norm``,
 ``layers.L.residual_group.blocks.B.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}``,
-``…attn.relative_position_bias_table``, and the registered buffers
-``…attn.relative_position_index`` (every block) and ``…attn_mask`` (shifted blocks only, i.e. odd B;
-its shape depends on ``img_size``, so the training patch size must match the checkpoint: 48 for the
-DIV2K classical models, 64 for DF2K and the lightweight ones), ``layers.L.conv``, ``norm``,
+``…attn.relative_position_bias_table``, ``layers.L.conv``, ``norm``,
 ``conv_after_body``, and the reconstruction ``conv_before_upsample.0``, ``upsample.N``,
 ``conv_last`` (``pixelshuffle``) or ``upsample.0`` (``pixelshuffledirect``).
+
+The official files also hold two buffers derived from the configuration, ``…attn.relative_position_index``
+(from the window size) and ``…attn_mask`` (shifted blocks; sized for the *training patch*, 48 or 64,
+while inference uses masks for the actual input size). Both are recomputed here and never saved:
+:func:`swinir_checkpoint_filter` and a load hook drop them from incoming state dicts, so s48 and s64
+checkpoints load into one model, strictly in every parameter.
 
 The network works on [0,1] with ``img_range=1`` and subtracts the DIV2K mean inside (a
 non-persistent buffer: not in the official state dicts). Inputs whose size is not a multiple of
@@ -32,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from attrsr.models._edsr_common import DIV2K_RGB_MEAN, pad_to_multiple
+from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_factor, shuffle_scale
 from attrsr.models.registry import register
 
 
@@ -109,7 +113,8 @@ class WindowAttention(nn.Module):
         self.num_heads = num_heads
         self.scale = (dim // num_heads) ** -0.5
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
+        # Derived from window_size alone: recomputed, not saved (see the module docstring).
+        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
@@ -153,7 +158,9 @@ class SwinTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         mask = shifted_window_mask(*input_resolution, window_size, shift_size) if shift_size > 0 else None
-        self.register_buffer("attn_mask", mask)  # persistent: the official files contain it
+        # Not saved: official files carry it sized for their training patch, which says nothing about
+        # the weights; masks for other input sizes are computed on the fly (``_mask_for``).
+        self.register_buffer("attn_mask", mask, persistent=False)
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
     def _mask_for(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor | None:
@@ -308,6 +315,7 @@ class SwinIR(nn.Module):
         else:
             raise ValueError(f"unsupported SR upsampler {upsampler!r}")
         self.apply(self._init_weights)
+        self._register_load_state_dict_pre_hook(_drop_derived_buffers)
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
@@ -346,6 +354,20 @@ class SwinIR(nn.Module):
         return x[..., : h * self.scale, : w * self.scale]
 
 
+DERIVED_BUFFERS = (".attn_mask", ".relative_position_index")
+
+
+def _drop_derived_buffers(state_dict: dict, prefix: str, *args) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix) and k.endswith(DERIVED_BUFFERS)]:
+        del state_dict[key]
+
+
+def swinir_checkpoint_filter(state: dict[str, torch.Tensor], scale: int | None) -> dict[str, torch.Tensor]:
+    """Drop the buffers the official files carry but that only restate the configuration and the
+    training patch (``attn_mask``, ``relative_position_index``): they are recomputed here."""
+    return {k: v for k, v in state.items() if not k.endswith(DERIVED_BUFFERS)}
+
+
 def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
     """(conv C->4C, shuffle 2) x log2(s), or (conv C->9C, shuffle 3); convs at even indices."""
     layers: list[nn.Module] = []
@@ -359,10 +381,53 @@ def _pixelshuffle_upsample(scale: int, num_feat: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def detect_swinir(state: dict[str, torch.Tensor]) -> Fit | str:
+    """Every SwinIR variant: width, layers and their depths, heads, window (from the bias table),
+    MLP ratio, residual conv type and upsampler from the keys and shapes; the training patch
+    (img_size) is not needed (see the module docstring). Lightweight (pixelshuffledirect) files
+    are read as ``swinir-light``, the others as ``swinir``."""
+    table = "layers.0.residual_group.blocks.0.attn.relative_position_bias_table"
+    if reason := missing(state, "conv_first.weight", "patch_embed.norm.weight", table, "norm.weight"):
+        return reason
+    embed_dim, in_chans = shape(state, "conv_first.weight")[:2]
+    if in_chans != 3:
+        return f"conv_first takes {in_chans} channels; the zoo's SwinIR is RGB"
+    n_layers = count_children(state, "layers.")
+    depths = tuple(count_children(state, f"layers.{i}.residual_group.blocks.") for i in range(n_layers))
+    heads = tuple(shape(state, f"layers.{i}.residual_group.blocks.0.attn.relative_position_bias_table")[1]
+                  for i in range(n_layers))
+    rows = shape(state, table)[0]
+    window = (math.isqrt(rows) + 1) // 2
+    if (2 * window - 1) ** 2 != rows:
+        return f"relative_position_bias_table has {rows} rows, not (2·window-1)²"
+    hidden = shape(state, "layers.0.residual_group.blocks.0.mlp.fc1.weight")
+    config: dict = dict(embed_dim=embed_dim, depths=depths, num_heads=heads, window_size=window,
+                        mlp_ratio=hidden[0] / embed_dim if hidden else 2.0,
+                        resi_connection="3conv" if "conv_after_body.0.weight" in state else "1conv")
+    if "conv_up1.weight" in state:
+        config.update(upsampler="nearest+conv", num_feat=shape(state, "conv_up1.weight")[0])
+        return Fit(config, scale=4, evidence="the real-SR nearest+conv upsampler (x4 only)", name="swinir")
+    if "conv_before_upsample.0.weight" in state:
+        num_feat = shape(state, "conv_before_upsample.0.weight")[0]
+        config.update(upsampler="pixelshuffle", num_feat=num_feat)
+        scale, evidence = shuffle_scale(state, "upsample.", num_feat)
+        return Fit(config, scale=scale, evidence=evidence, name="swinir") if scale else evidence
+    if reason := missing(state, "upsample.0.weight"):
+        return reason
+    out = shape(state, "upsample.0.weight")[0]
+    scale = shuffle_factor(out, 3)
+    if scale is None:
+        return f"upsample.0 has {out} output channels, not 3·s²"
+    config["upsampler"] = "pixelshuffledirect"
+    return Fit(config, scale=scale, evidence=f"upsample.0: {out} = 3·{scale}² channels", name="swinir-light")
+
+
 @register(
     "swinir",
     scales=(2, 3, 4, 8),
+    detect=detect_swinir,
     aliases=("swinir-m", "swinir-classical"),
+    checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR classical SR (SwinIR-M): 6 RSTB x 6 layers, dim 180, window 8, img_size 48 (DIV2K)",
 )
 def build_swinir(
@@ -378,18 +443,21 @@ def build_swinir(
     upsampler: str = "pixelshuffle",
     resi_connection: str = "1conv",
     img_range: float = 1.0,
+    num_feat: int = 64,
 ) -> nn.Module:
     return SwinIR(
         scale, img_size=img_size, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
         window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, img_range=img_range,
-        upsampler=upsampler, resi_connection=resi_connection,
+        upsampler=upsampler, resi_connection=resi_connection, num_feat=num_feat,
     )
 
 
 @register(
     "swinir-light",
     scales=(2, 3, 4),
+    detect=detect_swinir,
     aliases=("swinir-s", "swinir-lightweight"),
+    checkpoint_filter=swinir_checkpoint_filter,
     description="SwinIR lightweight SR (SwinIR-S): 4 RSTB x 6 layers, dim 60, window 8, img_size 64",
 )
 def build_swinir_light(
@@ -405,9 +473,10 @@ def build_swinir_light(
     upsampler: str = "pixelshuffledirect",
     resi_connection: str = "1conv",
     img_range: float = 1.0,
+    num_feat: int = 64,
 ) -> nn.Module:
     return SwinIR(
         scale, img_size=img_size, embed_dim=embed_dim, depths=tuple(depths), num_heads=tuple(num_heads),
         window_size=window_size, mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, img_range=img_range,
-        upsampler=upsampler, resi_connection=resi_connection,
+        upsampler=upsampler, resi_connection=resi_connection, num_feat=num_feat,
     )

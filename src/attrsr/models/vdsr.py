@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attrsr.models._luma import LumaWrapper
+from attrsr.models.detection import Fit, count_children, missing, shape
 from attrsr.models.registry import register
 
 
@@ -43,6 +44,13 @@ class VDSR(nn.Module):
         return self.output(self.residual_layer(out)) + x
 
 
-@register("vdsr", scales=(2, 3, 4), description="VDSR (Kim et al. 2016), 0.67M params, Y channel on bicubic")
-def build_vdsr(scale: int = 4, **config) -> nn.Module:
-    return LumaWrapper(VDSR(**config), scale, pre_upsample=True)
+def detect_vdsr(state: dict[str, torch.Tensor]) -> Fit | str:
+    if reason := missing(state, "input.weight", "residual_layer.0.conv.weight", "output.weight"):
+        return reason
+    config = dict(num_layers=count_children(state, "residual_layer.") + 2, nf=shape(state, "input.weight")[0])
+    return Fit(config, evidence="VDSR refines a bicubic-upscaled image: the same weights run at any scale")
+
+
+@register("vdsr", scales=(2, 3, 4), detect=detect_vdsr, description="VDSR (Kim et al. 2016), 0.67M params, Y channel on bicubic")
+def build_vdsr(scale: int, *, num_layers: int = 20, nf: int = 64) -> nn.Module:
+    return LumaWrapper(VDSR(num_layers=num_layers, nf=nf), scale, pre_upsample=True)
