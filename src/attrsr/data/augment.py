@@ -102,31 +102,45 @@ def box_mask(boxes: torch.Tensor, h: int, w: int, scale: int = 1, device: torch.
     return inside[:, None].float()
 
 
-def cutmix(lr, hr, rng: np.random.Generator, scale: int, *, alpha: float = 0.7, boxes: torch.Tensor | None = None) -> Augmented:
-    """Paste the box of a permuted sample into each sample at the same place, LR and HR alike."""
-    _check(lr, hr, scale)
+def _region(rng, lr, scale, alpha, boxes, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """The op's region as (LR-grid mask (B,1,h,w), HR-grid mask): from ``mask`` (LR grid, values in
+    {0,1}; ADD+'s several blocks), else ``boxes``, else a random box (the reference)."""
     b, _, h, w = lr.shape
-    boxes = random_boxes(rng, b, h, w, alpha=alpha) if boxes is None else boxes
-    perm = _permutation(rng, b, lr.device)
-    m_lr, m_hr = box_mask(boxes, h, w, 1, lr.device), box_mask(boxes, h, w, scale, lr.device)
+    if mask is None:
+        boxes = random_boxes(rng, b, h, w, alpha=alpha) if boxes is None else boxes
+        mask = box_mask(boxes, h, w, 1, lr.device)
+    mask = mask.to(lr)
+    if mask.shape != (b, 1, h, w):
+        raise AttrsrError(f"region mask must be (B,1,h,w) = {(b, 1, h, w)}, got {tuple(mask.shape)}")
+    return mask, upsample_nearest(mask, scale)
+
+
+def cutmix(
+    lr, hr, rng: np.random.Generator, scale: int, *, alpha: float = 0.7, boxes: torch.Tensor | None = None,
+    mask: torch.Tensor | None = None, perm: torch.Tensor | None = None,
+) -> Augmented:
+    """Paste the region of a permuted sample (``perm``: random unless given) into each sample at the
+    same place, LR and HR alike."""
+    _check(lr, hr, scale)
+    m_lr, m_hr = _region(rng, lr, scale, alpha, boxes, mask)
+    perm = _permutation(rng, lr.shape[0], lr.device) if perm is None else perm.to(lr.device)
     return Augmented(lr * (1 - m_lr) + lr[perm] * m_lr, hr * (1 - m_hr) + hr[perm] * m_hr)
 
 
 def cutmixup(
     lr, hr, rng: np.random.Generator, scale: int, *, mixup_alpha: float = 1.2, cutmix_alpha: float = 0.7,
-    boxes: torch.Tensor | None = None,
+    boxes: torch.Tensor | None = None, mask: torch.Tensor | None = None, perm: torch.Tensor | None = None,
+    inside: bool | None = None,
 ) -> Augmented:
-    """CutMix's box with Mixup inside it or outside it (50/50 per batch): the mixed sample is
-    v·x + (1−v)·x_perm with v~Beta(mixup_alpha, mixup_alpha)."""
+    """CutMix's region with Mixup inside it or outside it (50/50 per batch unless ``inside`` is
+    given): the mixed sample is v·x + (1−v)·x_perm with v~Beta(mixup_alpha, mixup_alpha)."""
     _check(lr, hr, scale)
-    b, _, h, w = lr.shape
-    boxes = random_boxes(rng, b, h, w, alpha=cutmix_alpha) if boxes is None else boxes
+    m_lr, m_hr = _region(rng, lr, scale, cutmix_alpha, boxes, mask)
     v = float(rng.beta(mixup_alpha, mixup_alpha))
-    perm = _permutation(rng, b, lr.device)
-    inside = bool(rng.random() < 0.5)
+    perm = _permutation(rng, lr.shape[0], lr.device) if perm is None else perm.to(lr.device)
+    inside = bool(rng.random() < 0.5) if inside is None else inside
     out = []
-    for x, s in ((lr, 1), (hr, scale)):
-        m = box_mask(boxes, h, w, s, x.device)
+    for x, m in ((lr, m_lr), (hr, m_hr)):
         m = m if inside else 1 - m
         mixed = v * x + (1 - v) * x[perm]
         out.append(x * (1 - m) + mixed * m)
@@ -140,19 +154,17 @@ def upsample_nearest(lr: torch.Tensor, scale: int) -> torch.Tensor:
 
 def cutblur(
     lr, hr, rng: np.random.Generator, scale: int, *, alpha: float = 0.7, boxes: torch.Tensor | None = None,
-    direction: str | None = None,
+    mask: torch.Tensor | None = None, direction: str | None = None,
 ) -> Augmented:
-    """HR-size input: upsampled LR with HR pasted into the box (``direction="hr_in_lr"``) or HR with
-    the upsampled LR pasted into the box (``"lr_in_hr"``); 50/50 per batch when not given. Target: HR."""
+    """HR-size input: upsampled LR with HR pasted into the region (``direction="hr_in_lr"``) or HR
+    with the upsampled LR pasted into it (``"lr_in_hr"``); 50/50 per batch when not given. Target: HR."""
     _check(lr, hr, scale)
-    b, _, h, w = lr.shape
-    boxes = random_boxes(rng, b, h, w, alpha=alpha) if boxes is None else boxes
+    _, m = _region(rng, lr, scale, alpha, boxes, mask)
     if direction is None:
         direction = "hr_in_lr" if rng.random() < 0.5 else "lr_in_hr"
     if direction not in ("hr_in_lr", "lr_in_hr"):
         raise AttrsrError(f"cutblur direction must be 'hr_in_lr' or 'lr_in_hr', got {direction!r}")
     up = upsample_nearest(lr, scale)
-    m = box_mask(boxes, h, w, scale, lr.device)
     inp = up * (1 - m) + hr * m if direction == "hr_in_lr" else hr * (1 - m) + up * m
     return Augmented(inp, hr)
 
@@ -186,3 +198,27 @@ def saliency_boxes(
     top, left = idx // ncol, idx % ncol
     size = torch.tensor([height, width]).expand(b, 2)
     return torch.cat([top[:, None], left[:, None], size], 1).long()
+
+
+def saliency_blocks(saliency: torch.Tensor, height: int, width: int, n_blocks: int) -> torch.Tensor:
+    """ADD+'s region: the union of ``n_blocks`` non-overlapping boxes ranked by saliency mass
+    (greedy: the heaviest box, then the heaviest that overlaps none chosen, …) as a (B,1,h,w) mask."""
+    if n_blocks < 1:
+        raise AttrsrError(f"n_blocks must be >= 1, got {n_blocks}")
+    b, h, w = saliency.shape
+    if not (1 <= height <= h and 1 <= width <= w):
+        raise AttrsrError(f"block {height}×{width} does not fit a {h}×{w} saliency map")
+    mass = F.avg_pool2d(saliency[:, None].double(), (height, width), stride=1)[:, 0].clone()
+    mask = torch.zeros(b, 1, h, w, dtype=saliency.dtype, device=saliency.device)
+    for _ in range(n_blocks):
+        flat = mass.flatten(1)
+        best = flat.argmax(1)
+        ok = flat.gather(1, best[:, None])[:, 0] > -1
+        top, left = best // mass.shape[-1], best % mass.shape[-1]
+        for i in range(b):  # per sample: mark the block, rule out every box that would overlap it
+            if not bool(ok[i]):
+                continue
+            t, l = int(top[i]), int(left[i])
+            mask[i, 0, t : t + height, l : l + width] = 1
+            mass[i, max(t - height + 1, 0) : t + height, max(l - width + 1, 0) : l + width] = -2.0
+    return mask
