@@ -1,0 +1,217 @@
+"""BSPA — bi-sampling parameter attribution (METHODS.md §3; papers/bspa-bi-sampling-parameter-attribution.txt).
+
+    methods: [{name: bspa, every: 500, finetune_steps: 50, ig_steps: 20, beta: 0.1}]
+
+* **Sub-image bank**: every training image cut into LR sub-images of ``sub_size`` with ``sub_step``
+  (ClassSR's 32/16 at ×4 by default when the recipe's patch is 32), each scored by the MSE between a
+  pretrained model's SR and the HR (``scorer``: default the shipped demo model of the recipe's
+  scale), once per images/model through the engine's per-image cache (a grid of scores per image).
+  Images smaller than a sub-image give none (counted in the log). Scores sorted easy-first into K
+  long-tail classes (:mod:`attrsr.data.longtail`); ``bank.csv`` and ``classes.json`` go to the run folder.
+* **Samplers** (this method owns the epoch's plan): ``uniform`` over the sub-images or ``inverse``
+  (class ∝ 1/N_k, then uniform within); the training patch is the sub-image (``data.patch_size`` must
+  equal ``sub_size``), with the usual flips and rotations.
+* **Alternate training**: every ``every`` *iterations* (the CPU recipes' unit; the paper's E epochs)
+  θ_us is kept, ``finetune_steps`` normal optimisation steps run on inverse-sampled batches (θ_is),
+  then — unless ``use_ig: false`` — parameter IG between θ_us and θ_is on ``ig_batches`` uniform
+  batches (M = ``ig_steps``) ranks conv/linear weights by |IG|; the top p = β·(step/T) are frozen at
+  their θ_is values, restored after every optimiser step (``freeze: restore``, the authors' way) or
+  their gradients zeroed (``freeze: mask_grad``; Adam's momentum still moves them slightly — documented
+  difference). Training continues from θ_is. Completeness of each IG is logged (``bspa`` rows).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from attrsr.attribution.parameters import importance_mask, parameter_integrated_gradients, prunable_weights
+from attrsr.data.longtail import long_tail_classes, sample_inverse
+from attrsr.data.samplers import SamplePlan
+from attrsr.engine.hooks import Method, MethodContext, register_method
+from attrsr.errors import AttrsrError
+from attrsr.fileio import write_bytes_atomic
+
+
+class Scorer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = "demo"
+    weights: str | None = None
+    batch: int = Field(64, ge=1)
+
+
+class BSPAParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sub_size: int | None = Field(None, ge=4, description="LR sub-image side (default data.patch_size)")
+    sub_step: int | None = Field(None, ge=1, description="stride between sub-images (default sub_size // 2)")
+    k: int = Field(10, ge=2, le=100)
+    factor: float = Field(10.0, ge=1.0, le=1000.0)
+    scorer: Scorer = Field(default_factory=Scorer)
+    sampler: Literal["uniform", "inverse"] = "uniform"
+    alternate: bool = True
+    every: int = Field(500, ge=1, description="iterations between refreshes")
+    finetune_steps: int = Field(50, ge=1)
+    use_ig: bool = True
+    ig_steps: int = Field(20, ge=1)
+    ig_batches: int = Field(2, ge=1)
+    beta: float = Field(0.1, ge=0.0, le=1.0)
+    level: Literal["weight", "filter"] = "weight"
+    freeze: Literal["restore", "mask_grad"] = "restore"
+
+
+def _score_image(model: torch.nn.Module, lr: np.ndarray, hr: np.ndarray, size: int, step: int, scale: int, batch: int) -> np.ndarray:
+    """MSE of ``model`` on every sub-image of one image: (rows, cols) float32 (empty if too small)."""
+    h, w = lr.shape[:2]
+    tops, lefts = range(0, h - size + 1, step), range(0, w - size + 1, step)
+    out = np.zeros((len(tops), len(lefts)), dtype=np.float32)
+    if not len(tops) or not len(lefts):
+        return out
+    x = torch.from_numpy(np.array(lr)).permute(2, 0, 1).float() / 255
+    y = torch.from_numpy(np.array(hr)).permute(2, 0, 1).float() / 255
+    pos = [(i, j) for i in range(len(tops)) for j in range(len(lefts))]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for lo in range(0, len(pos), batch):
+            chunk = pos[lo : lo + batch]
+            lrs = torch.stack([x[:, tops[i] : tops[i] + size, lefts[j] : lefts[j] + size] for i, j in chunk]).to(device)
+            hrs = torch.stack([y[:, s * tops[i] : s * (tops[i] + size), s * lefts[j] : s * (lefts[j] + size)]
+                               for i, j in chunk for s in [scale]]).to(device)
+            mse = ((model(lrs).clamp(0, 1) - hrs) ** 2).flatten(1).mean(1).cpu().numpy()
+            for (i, j), v in zip(chunk, mse):
+                out[i, j] = v
+    return out
+
+
+@register_method("bspa")
+class BSPA(Method):
+    """Bi-sampling with parameter-attribution freezing (see the module doc)."""
+
+    Params = BSPAParams
+    owns: ClassVar[frozenset[str]] = frozenset({"sampler"})
+
+    def setup(self, ctx: MethodContext) -> None:
+        from attrsr import models
+        from attrsr.data.artifacts import weights_hash
+
+        p = self.params
+        self.ctx = ctx
+        self.size = p.sub_size or ctx.cfg.data.patch_size
+        self.step_px = p.sub_step or max(1, self.size // 2)
+        if self.size != ctx.cfg.data.patch_size:
+            raise AttrsrError(f"bspa: sub_size {self.size} must equal data.patch_size {ctx.cfg.data.patch_size} (the sub-image is the training patch)")
+        scale = ctx.cfg.scale
+        if p.scorer.model == "demo":
+            from attrsr.models.pretrained import load_default
+
+            scorer = load_default(scale)
+        else:
+            scorer = models.load(p.scorer.model, weights=p.scorer.weights, scale=scale)
+        if getattr(scorer, "scale", scale) != scale:
+            raise AttrsrError(f"bspa: the scorer is ×{scorer.scale}, the recipe trains ×{scale}")
+        scorer.eval().to(ctx.device)
+        key = {"scorer": weights_hash(scorer), "size": self.size, "step": self.step_px, "scale": scale}
+        grids = ctx.cached_per_image("bspa_scores", key, lambda i: _score_image(
+            scorer, ctx.images.lr(i), ctx.images.hr(i), self.size, self.step_px, scale, p.scorer.batch))
+        image, top, left, mse = [], [], [], []
+        skipped = 0
+        for i in range(len(grids)):
+            g = np.asarray(grids[i])
+            if g.size == 0:
+                skipped += 1
+                continue
+            for r in range(g.shape[0]):
+                for c in range(g.shape[1]):
+                    image.append(i), top.append(r * self.step_px), left.append(c * self.step_px), mse.append(float(g[r, c]))
+        if len(mse) < p.k:
+            raise AttrsrError(f"bspa: {len(mse)} sub-images of {self.size} px cannot fill K={p.k} classes; lower K or sub_size")
+        self.image, self.top, self.left = (np.asarray(a, dtype=np.int64) for a in (image, top, left))
+        self.mse = np.asarray(mse)
+        self.classes = long_tail_classes(self.mse, p.k, p.factor)
+        ctx.log("bspa", {"step": ctx.step, "sub_images": len(mse), "skipped_images": skipped, "mu": self.classes.mu})
+        if ctx.dist.is_main:
+            rows = ["image,top,left,size,mse,class"] + [
+                f"{ctx.images.names[i]},{t},{l},{self.size},{m:.8g},{c}"
+                for i, t, l, m, c in zip(self.image, self.top, self.left, self.mse, self.classes.classes)]
+            write_bytes_atomic(ctx.out / "bank.csv", ("\n".join(rows) + "\n").encode())
+            meta = {"k": p.k, "factor": p.factor, "mu": self.classes.mu, "thresholds": self.classes.thresholds,
+                    "sizes": self.classes.sizes, "scorer": p.scorer.model_dump(), "scale": scale, "size": self.size, "step": self.step_px}
+            write_bytes_atomic(ctx.out / "classes.json", json.dumps(meta, indent=1).encode())
+        self.masks: dict[str, torch.Tensor] = {}
+        self.frozen: dict[str, torch.Tensor] = {}
+        self.refreshes = 0
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _plan(self, n: int, rng: np.random.Generator, kind: str) -> SamplePlan:
+        idx = rng.integers(0, len(self.mse), size=n) if kind == "uniform" else sample_inverse(self.classes.classes, n, rng)
+        return SamplePlan(self.image[idx], rng.integers(0, 2**62, size=n), self.top[idx], self.left[idx])
+
+    def plan_epoch(self, epoch: int, plan: SamplePlan, rng: np.random.Generator) -> SamplePlan:
+        return self._plan(len(plan), rng, self.params.sampler)
+
+    # -- alternate training and freezing -----------------------------------------------------
+    def _params(self) -> dict[str, torch.Tensor]:
+        sd = self.ctx.model.state_dict(keep_vars=True)
+        return {n: sd[n] for n in prunable_weights(self.ctx.model)}
+
+    def _restore(self) -> None:
+        with torch.no_grad():
+            for n, p in self._params().items():
+                if n in self.masks:
+                    p[self.masks[n]] = self.frozen[n][self.masks[n]]
+
+    def after_step(self, step: int) -> None:
+        p = self.params
+        if self.masks and p.freeze == "restore":
+            self._restore()
+        if p.alternate and step % p.every == 0 and step < self.ctx.cfg.train.iterations:
+            self._refresh(step)
+
+    def _refresh(self, step: int) -> None:
+        p, ctx = self.params, self.ctx
+        model = ctx.model
+        theta_us = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        rng = np.random.default_rng([ctx.cfg.seed, step, 7])
+        bs = ctx.cfg.data.batch_size
+        for batch in ctx.batches(self._plan(p.finetune_steps * bs, rng, "inverse")):
+            ctx.optimise(batch)
+            if self.masks and p.freeze == "restore":
+                self._restore()
+        theta_is = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if not p.use_ig:
+            return
+        batches = [(b["lr"], b["hr"]) for b in ctx.batches(self._plan(p.ig_batches * bs, rng, "uniform"))]
+        ig = parameter_integrated_gradients(model, theta_us, theta_is, batches, steps=p.ig_steps)
+        names = prunable_weights(model)
+        importance = {n: ig.ig[n].abs() if n in ig.ig else torch.zeros_like(theta_is[n]) for n in names}
+        fraction = p.beta * step / ctx.cfg.train.iterations
+        self.masks = {n: m.to(theta_is[n].device) for n, m in importance_mask(importance, fraction, level=p.level).items()}
+        self.frozen = {n: theta_is[n].clone() for n in names}
+        self.refreshes += 1
+        self._mask_gradients()
+        ctx.log("bspa", {"step": step, "refresh": self.refreshes, "frozen_fraction": fraction,
+                         "frozen": int(sum(int(m.sum()) for m in self.masks.values())),
+                         "ig_sum": ig.total, "loss_us": ig.loss_a, "loss_is": ig.loss_b,
+                         "completeness_error": ig.completeness_error})
+
+    def _mask_gradients(self) -> None:
+        for handle in getattr(self, "_hooks", []):
+            handle.remove()
+        self._hooks = []
+        if self.params.freeze != "mask_grad":
+            return
+        for n, prm in self._params().items():
+            if n in self.masks:
+                keep = (~self.masks[n]).to(prm.dtype)
+                self._hooks.append(prm.register_hook(lambda g, keep=keep: g * keep))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": self.masks, "frozen": self.frozen, "refreshes": self.refreshes}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.masks, self.frozen, self.refreshes = state["masks"], state["frozen"], int(state["refreshes"])
+        self._mask_gradients()

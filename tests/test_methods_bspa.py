@@ -1,0 +1,72 @@
+"""BSPA in the engine: the bank and its classes, refreshes with complete IG, frozen weights kept
+bit-identical, exact resume, bad parameters refused before training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from attrsr.errors import AttrsrError
+from engine_helpers import run, same_weights, tiny_config, weights
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("cache")
+
+
+def _bspa(**kw) -> str:
+    spec = {"name": "bspa", "k": 4, "factor": 4, "every": 3, "finetune_steps": 2, "ig_steps": 4, "ig_batches": 1, "beta": 0.5, **kw}
+    return "methods=[" + json.dumps(spec) + "]"
+
+
+def test_bank_refresh_and_frozen_weights(tmp_path, cache):
+    tr = run(tiny_config(cache, "train.iterations=7", "train.log_every=1", _bspa()), tmp_path / "run")
+    bank = (tmp_path / "run" / "bank.csv").read_text().splitlines()
+    meta = json.loads((tmp_path / "run" / "classes.json").read_text())
+    assert bank[0] == "image,top,left,size,mse,class" and len(bank) - 1 == sum(meta["sizes"])
+    assert meta["sizes"][0] / meta["sizes"][-1] == pytest.approx(4, rel=0.1)
+    mse = np.array([float(r.split(",")[4]) for r in bank[1:]])
+    cls = np.array([int(r.split(",")[5]) for r in bank[1:]])
+    assert all(mse[cls == c].max() <= mse[cls == c + 1].min() for c in range(3))  # easy first
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    refreshes = [r for r in rows if r.get("kind") == "bspa" and "refresh" in r]
+    assert [r["step"] for r in refreshes] == [3, 6]
+    assert all(r["completeness_error"] < 0.25 for r in refreshes)
+    method = tr.methods.methods[0]
+    sd = tr.model.state_dict()
+    assert method.masks and sum(int(m.sum()) for m in method.masks.values()) == refreshes[-1]["frozen"] > 0
+    for n, m in method.masks.items():  # trained on after the last refresh, the frozen weights did not move
+        assert torch.equal(sd[n][m], method.frozen[n][m])
+
+
+def test_bspa_resumes_exactly(tmp_path, cache, monkeypatch):
+    from attrsr.methods.bspa import BSPA
+
+    cfg = tiny_config(cache, "train.iterations=8", "train.checkpoint_every=4", _bspa())
+    run(cfg, tmp_path / "full")
+    original = BSPA.after_step
+
+    def crash_at_5(self, step):  # a crash after the step-4 checkpoint and the step-3 refresh
+        original(self, step)
+        if step == 5:
+            raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(BSPA, "after_step", crash_at_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(cfg, tmp_path / "part")
+    monkeypatch.undo()
+    run(cfg, tmp_path / "part", resume=True)
+    assert same_weights(weights(tmp_path / "full" / "model.safetensors"), weights(tmp_path / "part" / "model.safetensors"))
+
+
+@pytest.mark.parametrize("bad,msg", [({"sub_size": 24}, "must equal data.patch_size"), ({"k": 100000}, "less than or equal"),
+                                     ({"factor": 0.5}, "greater than or equal")])
+def test_bad_bspa_parameters(tmp_path, cache, bad, msg):
+    with pytest.raises(AttrsrError, match=msg):
+        run(tiny_config(cache, _bspa(**bad)), tmp_path / "run")
