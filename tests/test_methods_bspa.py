@@ -26,7 +26,7 @@ def _bspa(**kw) -> str:
 
 
 def test_bank_refresh_and_frozen_weights(tmp_path, cache):
-    tr = run(tiny_config(cache, "train.iterations=7", "train.log_every=1", _bspa()), tmp_path / "run")
+    tr = run(tiny_config(cache, "train.iterations=7", "train.log_every=1", _bspa(val_per_class=2), val=True), tmp_path / "run")
     bank = (tmp_path / "run" / "bank.csv").read_text().splitlines()
     meta = json.loads((tmp_path / "run" / "classes.json").read_text())
     assert bank[0] == "image,top,left,size,mse,class" and len(bank) - 1 == sum(meta["sizes"])
@@ -38,6 +38,9 @@ def test_bank_refresh_and_frozen_weights(tmp_path, cache):
     refreshes = [r for r in rows if r.get("kind") == "bspa" and "refresh" in r]
     assert [r["step"] for r in refreshes] == [3, 6]
     assert all(r["completeness_error"] < 0.25 for r in refreshes)
+    per_class = [r for r in rows if r.get("kind") == "val" and str(r.get("dataset", "")).startswith("bspa-class")]
+    assert {r["dataset"] for r in per_class} == {f"bspa-class{c}" for c in range(4)}
+    assert all(r["n"] == 2 and 10 < r["psnr_y"] < 60 for r in per_class)
     method = tr.methods.methods[0]
     sd = tr.model.state_dict()
     assert method.masks and sum(int(m.sum()) for m in method.masks.values()) == refreshes[-1]["frozen"] > 0

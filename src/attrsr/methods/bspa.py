@@ -60,6 +60,7 @@ class BSPAParams(BaseModel):
     ig_steps: int = Field(20, ge=1)
     ig_batches: int = Field(2, ge=1)
     beta: float = Field(0.1, ge=0.0, le=1.0)
+    val_per_class: int = Field(8, ge=0, description="sub-images per class in the per-class PSNR rows (0: none)")
     level: Literal["weight", "filter"] = "weight"
     freeze: Literal["restore", "mask_grad"] = "restore"
 
@@ -144,6 +145,30 @@ class BSPA(Method):
         self.masks: dict[str, torch.Tensor] = {}
         self.frozen: dict[str, torch.Tensor] = {}
         self.refreshes = 0
+        # a fixed sample of each class's sub-images for the per-class PSNR rows (the paper's Fig. 3)
+        pick = np.random.default_rng([ctx.cfg.seed, 11])
+        self.val_items = {c: pick.permutation(np.flatnonzero(self.classes.classes == c))[: p.val_per_class]
+                          for c in range(p.k)} if p.val_per_class else {}
+
+    def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
+        """Y-PSNR (border = scale, 8-bit SR) per difficulty class on a fixed sample of its sub-images:
+        rows ``bspa-class<k>`` (class 0 = easiest). Drawn from the training bank (train classes)."""
+        from attrsr.metrics import psnr
+
+        rows = []
+        s, size = self.ctx.cfg.scale, self.size
+        for c, items in self.val_items.items():
+            values = []
+            for j in items:
+                i, t, l = int(self.image[j]), int(self.top[j]), int(self.left[j])
+                lr = torch.from_numpy(np.array(self.ctx.images.lr(i)[t : t + size, l : l + size])).permute(2, 0, 1).float() / 255
+                hr = np.array(self.ctx.images.hr(i)[s * t : s * (t + size), s * l : s * (l + size)])
+                with torch.no_grad():
+                    sr = model(lr[None].to(self.ctx.device))[0].clamp(0, 1).cpu()
+                values.append(psnr(sr, torch.from_numpy(hr).permute(2, 0, 1).float() / 255, crop_border=s))
+            if values:
+                rows.append({"dataset": f"bspa-class{c}", "psnr_y": float(np.mean(values)), "n": len(values)})
+        return rows
 
     # -- sampling ----------------------------------------------------------------------------
     def _plan(self, n: int, rng: np.random.Generator, kind: str) -> SamplePlan:
