@@ -9,3 +9,4 @@ built so far: the augmentation family and ADD/ADD+ (:mod:`attrsr.methods.augment
 from attrsr.methods import augment  # noqa: E402,F401  -- registers blend … cutblur, moa, add, add_plus
 from attrsr.methods import prior  # noqa: E402,F401  -- registers attribution_prior
 from attrsr.methods import bspa  # noqa: E402,F401  -- registers bspa
+from attrsr.methods import sr4ir  # noqa: E402,F401  -- registers sr4ir (segmentation)
