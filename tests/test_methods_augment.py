@@ -124,3 +124,17 @@ def test_add_saliency_is_computed_once_and_reused(tmp_path, cache, monkeypatch):
     assert len(calls) == first  # the second run read the cache
     for s in tr.train_set.aux["saliency"]:
         assert s.shape == (24, 32) and s.dtype == np.float16 and float(np.max(s)) == 1.0
+
+
+def test_a_wrapped_export_is_rebuilt_for_evaluation(tmp_path, cache):
+    """``attrsr experiment`` evaluates a CutBlur run's export (zoo_loadable: false) through the
+    method's ``rebuild``, to the numbers of the trained network itself."""
+    from attrsr.data.datasets import open_dataset
+    from attrsr.evaluation import evaluate
+    from attrsr.experiment import Run, _evaluate_run
+
+    cfg = tiny_config(cache, "train.iterations=2", _methods({"name": "cutblur"}))
+    tr = run(cfg, tmp_path / "run")
+    got = _evaluate_run(Run("cutblur", 0, cfg, tmp_path / "run"), ["samples:val"])
+    want = evaluate(tr.model.eval(), [open_dataset("samples:val", 2, name="samples:val")], 2, progress=False)
+    assert got["samples:val"]["psnr_y"] == want["samples:val"]["psnr_y"]

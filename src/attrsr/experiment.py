@@ -364,7 +364,19 @@ def _evaluate_run(run: Run, benchmarks: list[str]) -> dict[str, Any]:
     from attrsr.evaluation import evaluate
 
     cfg = run.cfg
-    model = models.load(cfg.model.name, weights=run.folder / "model.safetensors", scale=cfg.scale, **cfg.model.args)
+    weights = run.folder / "model.safetensors"
+    if cfg.methods:  # a method may have wrapped the network (CutBlur's head): rebuild, then load
+        from safetensors.torch import load_file
+
+        from attrsr.engine.compose import build_methods
+
+        model = models.create(cfg.model.name, scale=cfg.scale, **cfg.model.args)
+        for method in build_methods(cfg.methods, cfg.seed).methods:
+            model = method.rebuild(model, cfg)
+        model.load_state_dict(load_file(str(weights)), strict=True)
+        model.eval()
+    else:
+        model = models.load(cfg.model.name, weights=weights, scale=cfg.scale, **cfg.model.args)
     data = [open_dataset(b, cfg.scale, name=b) for b in benchmarks]
     return evaluate(model, data, cfg.scale, progress=False)
 

@@ -297,6 +297,12 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def rebuild(self, model: torch.nn.Module, cfg: "Config") -> torch.nn.Module:
+        """The trained network's structure from the recipe's zoo model, without training data: what
+        ``setup`` wraps it in (CutBlur's space-to-depth head), so that an exported
+        ``model.safetensors`` with ``zoo_loadable: false`` loads for evaluation. Default: unchanged."""
+        return model
+
 
 # ----------------------------------------------------------------------------------------------
 # Registry

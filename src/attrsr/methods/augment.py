@@ -137,6 +137,9 @@ class _CutBlurInput(Method):
                 raise AttrsrError(f"{self.name}: CutBlur needs a network with 3 input channels (RGB)")
             ctx.model = SpaceToDepthSR(net, self.scale)
 
+    def rebuild(self, model: nn.Module, cfg: Any) -> nn.Module:
+        return SpaceToDepthSR(model, cfg.scale) if self.uses_cutblur() else model
+
     def _hr_size_forward(self, model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         if "hr_input" in batch:
             return model(batch["hr_input"], hr_size=True)
