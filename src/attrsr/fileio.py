@@ -285,6 +285,11 @@ class FolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    @property
+    def created_folder(self) -> bool:
+        """Whether acquiring created the locked folder itself (so everything in it is the holder's)."""
+        return self.folder.absolute() in self._created
+
     def release(self, *, remove_created: bool = False) -> None:
         """Unlock (idempotent). The lock file is removed while still locked, so no other process can
         be left holding a lock on a file that is gone."""

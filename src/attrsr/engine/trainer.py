@@ -31,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import random
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -84,6 +85,10 @@ class Trainer:
             self._prepare(resume)
         except BaseException:
             if self.lock is not None:  # a run that fails while starting leaves no folder behind
+                if getattr(self, "log", None) is not None:
+                    self.log.close()
+                if self.lock.created_folder:  # config.yaml and the log (written before the methods'
+                    shutil.rmtree(self.out, ignore_errors=True)  # setup) are this run's alone
                 self.lock.release(remove_created=True)
             raise
 
