@@ -136,5 +136,9 @@ def test_a_wrapped_export_is_rebuilt_for_evaluation(tmp_path, cache):
     cfg = tiny_config(cache, "train.iterations=2", _methods({"name": "cutblur"}))
     tr = run(cfg, tmp_path / "run")
     got = _evaluate_run(Run("cutblur", 0, cfg, tmp_path / "run"), ["samples:val"])
+    from attrsr import models
+
+    with pytest.raises(AttrsrError, match="SpaceToDepthSR"):  # load() says what the file is
+        models.load(weights=tmp_path / "run" / "model.safetensors")
     want = evaluate(tr.model.eval(), [open_dataset("samples:val", 2, name="samples:val")], 2, progress=False)
     assert got["samples:val"]["psnr_y"] == want["samples:val"]["psnr_y"]

@@ -125,6 +125,9 @@ def metadata_of(path: Any) -> dict[str, Any]:
         if "config" in meta:
             config = json.loads(meta["config"])
             out["config"] = config if isinstance(config, dict) else {}
+        if "zoo_loadable" in meta:  # the engine's exports: false when a method wrapped the network
+            out["zoo_loadable"] = bool(json.loads(meta["zoo_loadable"]))
+            out["architecture"] = meta.get("architecture", "")
     except ValueError:
         return {}
     return out

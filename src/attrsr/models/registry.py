@@ -341,6 +341,11 @@ def load(
         source = str(weights)
         state = read_checkpoint(weights, allow_pickle=allow_pickle)
         meta = detection.metadata_of(weights)
+        if meta.get("zoo_loadable") is False:
+            raise AttrsrError(
+                f"{source}: holds a network that a training method wrapped, not a zoo model "
+                f"({meta.get('architecture') or 'see the file metadata'}); rebuild that structure before loading "
+                "(attrsr experiment does, through the methods' rebuild)")
     found = detection.resolve(state, name=name, scale=scale, config=config, metadata=meta, source=source)
     s = spec(found.name)
     try:
