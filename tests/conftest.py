@@ -72,3 +72,14 @@ def set5() -> Path:
 @pytest.fixture
 def weights_dir() -> Path:
     return need(WEIGHTS)
+
+
+def one_line_error(result, *words):
+    """A typer CliRunner result that failed with exit 1 and exactly one ``error:`` line holding ``words``."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for w in words:
+        assert w in lines[0], lines[0]
+    return lines[0]

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest import one_line_error as _one_line_error
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -20,16 +22,6 @@ from engine_helpers import TINY
 
 def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args])
-
-
-def _one_line_error(result, *words):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from conftest import one_line_error as _one_line_error
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -26,16 +28,6 @@ def no_work(monkeypatch):
     for module in ("eval_cmd", "lam_cmd", "interpret_cmd"):
         monkeypatch.setattr(f"attrsr.cli.{module}.resolve_model", _no_model)
     monkeypatch.setattr("attrsr.engine.trainer._build_model", _no_model)
-
-
-def _one_line_error(result, *words):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for w in words:
-        assert w in lines[0], lines[0]
-    return lines[0]
 
 
 def _files(folder):

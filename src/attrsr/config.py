@@ -171,11 +171,9 @@ def merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
     return _merge(base, top)
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise AttrsrError(f"{path}: config file not found")
-    if path.resolve() in seen:
-        raise AttrsrError(f"{path}: 'base' chain loops back to itself")
+def read_yaml_mapping(path: Path, not_a_mapping: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (recipes, grids): syntax errors name the line;
+    ``not_a_mapping`` is the message otherwise (``{kind}`` becomes the type found)."""
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -183,7 +181,16 @@ def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
         at = f" at line {mark.line + 1}" if mark is not None else ""
         raise AttrsrError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', exc)})") from None
     if not isinstance(raw, dict):
-        raise AttrsrError(f"{path}: a recipe must be a mapping of sections, got {type(raw).__name__}")
+        raise AttrsrError(f"{path}: " + not_a_mapping.format(kind=type(raw).__name__))
+    return raw
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise AttrsrError(f"{path}: config file not found")
+    if path.resolve() in seen:
+        raise AttrsrError(f"{path}: 'base' chain loops back to itself")
+    raw = read_yaml_mapping(path, f"a recipe must be a mapping of sections, got {{kind}}")
     base = raw.pop("base", None)
     if base is None:
         return raw

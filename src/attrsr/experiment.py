@@ -48,7 +48,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from attrsr.config import Config, load_config, merge, read_recipe, set_key
+from attrsr.config import Config, load_config, merge, read_recipe, read_yaml_mapping, set_key
 from attrsr.errors import AttrsrError
 from attrsr.fileio import write_json_atomic, write_text_atomic
 
@@ -151,14 +151,7 @@ def load_grid(path: str | Path) -> GridConfig:
     path = Path(path)
     if not path.is_file():
         raise AttrsrError(f"{path}: grid file not found")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark is not None else ""
-        raise AttrsrError(f"{path}: not valid YAML{at} ({getattr(exc, 'problem', exc)})") from None
-    if not isinstance(raw, dict):
-        raise AttrsrError(f"{path}: a grid must be a mapping (base, seeds, benchmarks, baseline, set, variants)")
+    raw = read_yaml_mapping(path, "a grid must be a mapping (base, seeds, benchmarks, baseline, set, variants)")
     if isinstance(raw.get("variants"), dict):  # ``plain:`` with nothing after it means no overrides
         raw["variants"] = {k: ({} if v is None else v) for k, v in raw["variants"].items()}
     try:
