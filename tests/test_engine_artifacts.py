@@ -84,3 +84,41 @@ def test_a_method_computes_its_artifact_in_the_first_run_only(tmp_path, cache):
     v2 = json.dumps({"name": "hook_methods:CachedGrey", "version": 2})
     run(tiny_config(cache, "train.iterations=1", f"methods=[{v2}]"), tmp_path / "c")
     assert CachedGrey.CALLS == 24  # other parameters: another set
+
+
+def _build_logging_calls(images, log_path, key):
+    import time
+
+    def compute(i):
+        with open(log_path, "a") as fh:
+            fh.write(f"{i}\n")
+        time.sleep(0.02)  # long enough for the builders to overlap
+        return images.lr(i)[..., 0].astype(np.float32) + i
+
+    cached_per_image(images, "maps", key, compute, progress=False)
+
+
+def test_concurrent_builders_share_the_work_and_take_over_dead_claims(tmp_path, cache):
+    import multiprocessing as mp
+
+    images = Trainer(tiny_config(cache), out=tmp_path / "t", progress=False).images
+    n = len(images)
+    key = {"weights": "concurrent", "steps": 1}
+    folder = cached_per_image.__globals__["artifact_dir"](images, "maps", key)
+    folder.mkdir(parents=True)
+    (folder / ".claim-00000").write_text("")  # left by a builder killed while computing image 0
+
+    ctx = mp.get_context("fork")
+    logs = [tmp_path / f"calls{k}.txt" for k in range(2)]
+    procs = [ctx.Process(target=_build_logging_calls, args=(images, log, key)) for log in logs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0, 0]
+    calls = [[int(x) for x in log.read_text().split()] if log.exists() else [] for log in logs]
+    assert sorted(calls[0] + calls[1]) == list(range(n))  # every image computed exactly once overall
+    assert calls[0] and calls[1]  # both builders did part of it
+    arrays = cached_per_image(images, "maps", key, lambda i: pytest.fail("recomputed"), progress=False)
+    assert all(np.array_equal(arrays[i], images.lr(i)[..., 0].astype(np.float32) + i) for i in range(n))
+    assert not list(folder.glob(".claim-*"))

@@ -11,15 +11,21 @@ parameter computes a new set; the same ones reuse the old set, in this run or an
 
 Each image's array is written atomically (temporary file + rename) as soon as it is computed, so a
 killed build resumes where it stopped: only missing images are computed again. ``done.json`` marks a
-complete set. Written by one process; the trainer has the others wait (:meth:`MethodContext.cached_per_image`).
+complete set. Inside one run, one process builds and the trainer has its other ranks wait
+(:meth:`MethodContext.cached_per_image`). Separate runs that need the same set at the same time (the
+parallel jobs of ``attrsr experiment``) share the work: each holds an exclusive ``flock`` on a
+``.claim-<i>`` file while computing image ``i``, skips images another process holds, and then waits
+for those (a dead builder's locks vanish with it, so its images are taken over).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -110,13 +116,50 @@ def cached_per_image(
     todo = [i for i in range(n) if not (folder / f"{i:05d}.npy").is_file()]
     bar = progress_bar(total=n, initial=n - len(todo), desc=f"{name} (once per image)", unit="img", enabled=progress, leave=False)
     with bar:
-        for i in todo:
-            arr = np.asarray(compute(i))
-            _save_atomic(folder / f"{i:05d}.npy", arr)
-            bar.update(1)
+        while todo:
+            held_elsewhere = []
+            for i in todo:
+                out = folder / f"{i:05d}.npy"
+                if out.is_file():
+                    bar.update(1)
+                    continue
+                claim = _claim(folder, i)
+                if claim is None:
+                    held_elsewhere.append(i)
+                    continue
+                try:
+                    if not out.is_file():  # finished by another process between our check and our claim
+                        _save_atomic(out, np.asarray(compute(i)))
+                finally:
+                    _release(folder, i, claim)
+                bar.update(1)
+            if held_elsewhere:
+                time.sleep(_CLAIM_POLL_S)
+            todo = held_elsewhere
     (folder / ".done.tmp").write_text(json.dumps({"version": _VERSION, "name": name, "n": n, "key": key, "images": images.names}))
     os.replace(folder / ".done.tmp", folder / "done.json")
     return PerImageArrays(folder)
+
+
+_CLAIM_POLL_S = 0.5
+
+
+def _claim(folder: Path, i: int) -> int | None:
+    """Claim image ``i``: a file descriptor holding an exclusive ``flock`` on ``.claim-<i>``, or None
+    while another process holds it. The kernel drops the lock when its holder dies, so a killed
+    builder's images are taken over without any staleness guess."""
+    fd = os.open(folder / f".claim-{i:05d}", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _release(folder: Path, i: int, fd: int) -> None:
+    (folder / f".claim-{i:05d}").unlink(missing_ok=True)
+    os.close(fd)
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:
