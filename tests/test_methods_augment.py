@@ -142,3 +142,23 @@ def test_a_wrapped_export_is_rebuilt_for_evaluation(tmp_path, cache):
         models.load(weights=tmp_path / "run" / "model.safetensors")
     want = evaluate(tr.model.eval(), [open_dataset("samples:val", 2, name="samples:val")], 2, progress=False)
     assert got["samples:val"]["psnr_y"] == want["samples:val"]["psnr_y"]
+
+
+def test_saliency_weights_of_another_scale_are_refused_before_training(tmp_path, cache):
+    """FSRCNN's deconvolution loads at any scale, so only the reconstruction can tell: ×4 weights used
+    for a ×2 recipe score far below bicubic and are refused; the ×2 weights pass the same check."""
+    from conftest import DATA, need
+
+    x4 = need(DATA / "weights/fsrcnn/fsrcnn_x4.pth")
+    bad = {"name": "add", "saliency": {"model": "fsrcnn", "weights": str(x4)}}
+    with pytest.raises(AttrsrError, match=r"add: saliency model 'fsrcnn'.*below bicubic.*another scale") as err:
+        run(tiny_config(cache, _methods(bad)), tmp_path / "run")
+    assert "×2" in str(err.value)
+    assert not (tmp_path / "run").exists()
+
+    from attrsr.engine import Trainer
+    from attrsr.methods.augment import SaliencySource, _check_saliency_model
+
+    images = Trainer(tiny_config(cache), out=tmp_path / "t", progress=False).images
+    right = models.load("fsrcnn", weights=DATA / "weights/fsrcnn/fsrcnn_x2.pth", scale=2)
+    _check_saliency_model("add", SaliencySource(model="fsrcnn"), right, images, 2)  # no error

@@ -20,6 +20,11 @@ from attrsr.metrics import psnr, ssim
 from attrsr.models.tiling import Bicubic, tiled_forward
 
 
+# A trained SR network scores above bicubic on bicubic-downsampled images; even GAN-trained models
+# stay within a couple of dB of it. Far below means the weights are used wrongly (scale, range).
+FAR_BELOW_BICUBIC_DB = 3.0
+
+
 def _as_datasets(data: Any, scale: int) -> list[SRDataset]:
     if isinstance(data, (str, Path, SRDataset)):
         data = [data]

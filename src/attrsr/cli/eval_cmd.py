@@ -55,9 +55,7 @@ def eval_command(
         write_json_atomic(json_out, results)
 
 
-# A trained SR network scores above bicubic on bicubic-downsampled benchmarks; even GAN-trained
-# models stay within a couple of dB of it. Far below means the weights are used wrongly.
-FAR_BELOW_BICUBIC_DB = 3.0
+from attrsr.evaluation import FAR_BELOW_BICUBIC_DB  # noqa: E402
 
 
 def below_bicubic_warning(label: str, results: dict, data: list[str], scale: int, border: int | None,

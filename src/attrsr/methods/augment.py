@@ -247,6 +247,38 @@ def _saliency_model(src: SaliencySource, scale: int) -> nn.Module:
     return models.load(src.model, weights=src.weights, scale=scale)
 
 
+def _check_saliency_model(method: str, src: SaliencySource, model: nn.Module, images: Any, scale: int, n: int = 3) -> None:
+    """Refuse a saliency model that reconstructs the training images far worse than bicubic.
+
+    Weights whose scale the shapes cannot tell (FSRCNN's deconvolution, pre-upsampling SRCNN/VDSR)
+    load at any scale; used at the wrong one they score ~10 dB below bicubic, and their saliency
+    would be noise. Checked on the central 64×64 LR crop of the first ``n`` training images.
+    """
+    from attrsr.evaluation import FAR_BELOW_BICUBIC_DB
+    from attrsr.metrics import psnr
+    from attrsr.resize import imresize
+
+    gaps = []
+    for i in range(min(n, len(images))):
+        lr, hr = np.asarray(images.lr(i)), np.asarray(images.hr(i))
+        s = min(64, lr.shape[0], lr.shape[1])
+        r, c = (lr.shape[0] - s) // 2, (lr.shape[1] - s) // 2
+        lr, hr = lr[r : r + s, c : c + s], hr[r * scale : (r + s) * scale, c * scale : (c + s) * scale]
+        x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float() / 255
+        device = next(model.parameters()).device
+        with torch.no_grad():
+            sr = model(x.to(device)).clamp(0, 1).cpu()
+        bicubic = imresize(x, scale).clamp(0, 1)
+        as_uint8 = lambda t: (t[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)  # noqa: E731
+        gaps.append(psnr(as_uint8(bicubic), hr, scale) - psnr(as_uint8(sr), hr, scale))
+    gap = float(np.mean(gaps))
+    if gap > FAR_BELOW_BICUBIC_DB:
+        raise AttrsrError(
+            f"{method}: saliency model {src.model!r}{f' ({src.weights})' if src.weights else ''} scores {gap:.1f} dB "
+            f"below bicubic on the training images at ×{scale}: its weights are likely for another scale; "
+            "give weights trained at the recipe's scale")
+
+
 def cam_tiles(model: nn.Module, lr: np.ndarray, src: SaliencySource) -> np.ndarray:
     """Whole-image CAM saliency of one LR image (H×W×3 uint8) computed on batched tiles → H×W float16."""
     from attrsr.attribution.cam import guided_path_attribution, make_element_path, _grad_fn
@@ -288,6 +320,7 @@ class ADD(_CutBlurInput):
         model = _saliency_model(src, ctx.cfg.scale)
         if getattr(model, "scale", ctx.cfg.scale) != ctx.cfg.scale:
             raise AttrsrError(f"{self.name}: saliency model is ×{model.scale}, the recipe trains ×{ctx.cfg.scale}")
+        _check_saliency_model(self.name, src, model, ctx.images, ctx.cfg.scale)
         key = {"cam": src.model_dump(), "weights": weights_hash(model), "scale": ctx.cfg.scale}
         arrays = ctx.cached_per_image("cam_saliency", key, lambda i: cam_tiles(model, ctx.images.lr(i), src))
         ctx.add_aux("saliency", arrays)
