@@ -162,3 +162,24 @@ def test_saliency_weights_of_another_scale_are_refused_before_training(tmp_path,
     images = Trainer(tiny_config(cache), out=tmp_path / "t", progress=False).images
     right = models.load("fsrcnn", weights=DATA / "weights/fsrcnn/fsrcnn_x2.pth", scale=2)
     _check_saliency_model("add", SaliencySource(model="fsrcnn"), right, images, 2)  # no error
+
+
+@pytest.mark.parametrize("name", ["edsr-baseline", "fsrcnn", "vdsr", "pan", "swinir-light", "rlfn"])
+def test_zoo_models_take_cutblurs_hr_size_input(name):
+    from attrsr.methods.augment import check_cutblur_input
+
+    torch.manual_seed(0)
+    net = SpaceToDepthSR(models.create(name, scale=2), 2).train()
+    check_cutblur_input("cutblur", net, 2, name)  # no error
+    assert net.training  # the probe leaves the mode as it found it
+
+
+def test_a_network_that_cannot_take_cutblurs_input_is_refused():
+    from attrsr.methods.augment import check_cutblur_input
+
+    grey_only = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.PixelShuffle(2))  # 1-channel input
+    with pytest.raises(AttrsrError, match=r"cutblur: model 'grey' cannot take CutBlur's HR-size input.*drop cutblur"):
+        check_cutblur_input("cutblur", SpaceToDepthSR(grey_only, 2), 2, "grey")
+    same_size = torch.nn.Conv2d(3, 3, 3, padding=1)  # no upsampling: output at LR size
+    with pytest.raises(AttrsrError, match=r"maps CutBlur's 32×32 input to \(1, 3, 16, 16\)"):
+        check_cutblur_input("cutblur", SpaceToDepthSR(same_size, 2), 2, "plain-conv")

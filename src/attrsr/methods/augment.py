@@ -110,6 +110,27 @@ DEFAULT_ALPHA = {"blend": 0.6, "rgb": None, "mixup": 1.2, "cutout": 0.001, "cutm
 OpName = Literal["blend", "rgb", "mixup", "cutout", "cutmix", "cutmixup", "cutblur"]
 
 
+def check_cutblur_input(method: str, wrapped: SpaceToDepthSR, scale: int, model_name: str, lr_side: int = 16) -> None:
+    """Refuse, before training, a network that cannot run CutBlur's HR-size input through the
+    space-to-depth head: one forward pass (eval mode, no grad) of a small HR-size input, which must
+    come out at the same size.
+    Every zoo model passes (tested); a network taking other than 3-channel LR-size input does not."""
+    side = lr_side * scale
+    device = next(wrapped.parameters()).device
+    was_training = wrapped.training
+    try:
+        with torch.no_grad():
+            out = wrapped.eval()(torch.rand(1, 3, side, side, device=device), hr_size=True)
+    except Exception as exc:  # the network's own shape error, whatever its type
+        raise AttrsrError(f"{method}: model {model_name!r} cannot take CutBlur's HR-size input through the space-to-depth "
+                          f"head ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); drop cutblur from the ops") from None
+    finally:
+        wrapped.train(was_training)
+    if tuple(out.shape) != (1, 3, side, side):
+        raise AttrsrError(f"{method}: model {model_name!r} maps CutBlur's {side}×{side} input to {tuple(out.shape)}, "
+                          f"not (1, 3, {side}, {side}); drop cutblur from the ops")
+
+
 class _CutBlurInput(Method):
     """Base of every method that may run CutBlur: when it does (``uses_cutblur``), it wraps the
     network with the space-to-depth head in ``setup`` and owns the forward pass (an instance-level
@@ -132,10 +153,8 @@ class _CutBlurInput(Method):
     def setup(self, ctx: MethodContext) -> None:
         self.scale = ctx.cfg.scale
         if self.uses_cutblur():
-            net = ctx.model
-            if int(getattr(net, "in_channels", 3)) != 3:
-                raise AttrsrError(f"{self.name}: CutBlur needs a network with 3 input channels (RGB)")
-            ctx.model = SpaceToDepthSR(net, self.scale)
+            ctx.model = SpaceToDepthSR(ctx.model, self.scale)
+            check_cutblur_input(self.name, ctx.model, self.scale, ctx.cfg.model.name)
 
     def rebuild(self, model: nn.Module, cfg: Any) -> nn.Module:
         return SpaceToDepthSR(model, cfg.scale) if self.uses_cutblur() else model
