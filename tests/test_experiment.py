@@ -54,7 +54,7 @@ def cache(tmp_path_factory):
 def finished(tmp_path_factory, cache):
     """plain, an identical copy of it, and a higher learning rate; 2 seeds each."""
     root = tmp_path_factory.mktemp("grid")
-    grid = write_grid(root, cache, {"plain": {}, "same": {}, "fast": {"optim": {"lr": 2.0e-3}}})
+    grid = write_grid(root, cache, {"plain": {}, "same": {}, "fast": {"optim": {"lr": 2.0e-3}}}, compare=[["fast", "same"]])
     res = invoke(grid, "--out", root / "out")
     assert res.exit_code == 0, res.output
     return root / "out", res.output
@@ -118,6 +118,18 @@ def test_a_real_difference_and_its_interval(finished):
     assert paired["delta_psnr_y"] == pytest.approx(means["fast"] - means["plain"], abs=1e-12)
 
 
+def test_compare_pairs_are_differenced_like_the_baseline(finished):
+    """``compare: [[fast, same]]``: 'same' is bit-identical to the baseline, so fast − same equals
+    fast − plain exactly, and the pair gets its own rows in paired.csv."""
+    out, _ = finished
+    report = json.loads((out / "report.json").read_text())
+    [pair] = report["compare"]
+    assert (pair["variant"], pair["reference"]) == ("fast", "same")
+    assert pair["benchmarks"]["samples:val"] == report["paired"]["fast"]["samples:val"]
+    rows = (out / "paired.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 and sum(r.startswith("samples:val,fast,same,") for r in rows) == 1
+
+
 def test_rerun_skips_finished_runs_and_dry_run_lists_them(finished):
     out, _ = finished
     grid = out.parent / "grid.yaml"
@@ -155,6 +167,7 @@ def test_dry_run_writes_nothing(tmp_path, cache):
         ({"plain": {}}, {"seed": [0]}, "unknown key 'seed' (did you mean 'seeds'?)"),
         ({"plain": {}}, {"baseline": "plane"}, "baseline 'plane' is not a variant (did you mean 'plain'?)"),
         ({"plain": {}, "../x": {}}, {}, "variant name '../x' must be"),
+        ({"plain": {}, "fast": {}}, {"compare": [["fast", "plian"]]}, "compare: 'plian' is not a variant (did you mean 'plain'?)"),
     ],
 )
 def test_bad_grids_fail_in_one_line_before_any_run(tmp_path, cache, variants, extra, message):

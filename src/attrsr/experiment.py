@@ -6,6 +6,7 @@ A grid file (``attrsr experiment GRID.yaml --out DIR``)::
     seeds: [0, 1, 2]
     benchmarks: [Set5, samples:val]       # evaluated after training, border = scale
     baseline: plain                       # default: the first variant
+    compare: [[wider, cutblur]]           # optional: extra pairs differenced like variant vs baseline
     set: {train.iterations: 3000}         # overrides applied to every variant (dotted keys, as --set)
     variants:
       plain: {}
@@ -70,6 +71,7 @@ class GridConfig(BaseModel):
     baseline: str | None = Field(None, description="the variant the others are compared with (default: the first)")
     overrides: dict[str, Any] = Field(default_factory=dict, alias="set", description="recipe overrides for every variant")
     variants: dict[str, dict[str, Any]] = Field(..., min_length=1, description="name → recipe overrides")
+    compare: list[tuple[str, str]] = Field(default_factory=list, description="extra [variant, reference] pairs to difference (e.g. [add, cutblur])")
 
     @field_validator("seeds")
     @classmethod
@@ -96,6 +98,12 @@ class GridConfig(BaseModel):
             close = difflib.get_close_matches(self.baseline, list(self.variants), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ValueError(f"baseline {self.baseline!r} is not a variant{hint}; variants: {', '.join(self.variants)}")
+        for pair in self.compare:
+            for name in pair:
+                if name not in self.variants:
+                    close = difflib.get_close_matches(name, list(self.variants), n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise ValueError(f"compare: {name!r} is not a variant{hint}; variants: {', '.join(self.variants)}")
         return self
 
 
@@ -545,7 +553,7 @@ def write_grid_report(grid: Grid, records: list[dict[str, Any]]) -> dict[str, Pa
     run_dirs: dict[str, dict[int, str]] = {}
     for run in grid.runs:
         run_dirs.setdefault(run.variant, {})[run.seed] = str(run.folder.relative_to(grid.out))
-    report = summarize(records, grid.spec.baseline, grid.spec.benchmarks, run_dirs)
+    report = summarize(records, grid.spec.baseline, grid.spec.benchmarks, run_dirs, grid.spec.compare)
     report["grid"] = str(grid.path)
     report["base"] = str(grid.base)
     report["scale"] = grid.scale

@@ -55,8 +55,10 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, std
 
 
-def summarize(records: list[dict[str, Any]], baseline: str, benchmarks: list[str], run_dirs: dict[str, dict[int, str]]) -> dict[str, Any]:
-    """``report.json``'s content from the runs' evaluation records."""
+def summarize(records: list[dict[str, Any]], baseline: str, benchmarks: list[str], run_dirs: dict[str, dict[int, str]],
+              compare: list[tuple[str, str]] = ()) -> dict[str, Any]:
+    """``report.json``'s content from the runs' evaluation records. ``compare``: extra (variant,
+    reference) pairs to difference besides each variant vs the baseline (e.g. ADD vs CutBlur)."""
     by_variant: dict[str, dict[int, dict[str, Any]]] = {}
     for rec in records:
         by_variant.setdefault(rec["variant"], {})[int(rec["seed"])] = rec
@@ -78,36 +80,41 @@ def summarize(records: list[dict[str, Any]], baseline: str, benchmarks: list[str
             row["images"] = len(next(iter(runs.values()))["benchmarks"][bench]["images"])
             entry["benchmarks"][bench] = row
         variants[name] = entry
-    paired: dict[str, Any] = {}
-    base_runs = by_variant[baseline]
-    for name, runs in by_variant.items():
-        if name == baseline:
-            continue
-        paired[name] = {}
-        common = sorted(set(runs) & set(base_runs))
-        for bench in benchmarks:
-            row: dict[str, Any] = {"seeds": common}
-            for metric in METRICS:
-                diffs, seed_diffs = [], []
-                for s in common:
-                    a, b = runs[s]["benchmarks"][bench], base_runs[s]["benchmarks"][bench]
-                    diffs += [a["images"][img][metric] - b["images"][img][metric] for img in sorted(b["images"])]
-                    seed_diffs.append(a[metric] - b[metric])
-                ci = paired_ci(diffs)
-                ci_seeds = paired_ci(seed_diffs)
-                row[f"delta_{metric}"] = math.fsum(diffs) / len(diffs)
-                row[_ci_key(metric)] = list(ci) if ci else None
-                row[_ci_key(metric) + "_seeds"] = list(ci_seeds) if ci_seeds else None
-                row["n"] = len(diffs)
-            paired[name][bench] = row
+    paired = {name: _paired(runs, by_variant[baseline], benchmarks)
+              for name, runs in by_variant.items() if name != baseline}
+    extra = [{"variant": a, "reference": b, "benchmarks": _paired(by_variant[a], by_variant[b], benchmarks)}
+             for a, b in compare if a in by_variant and b in by_variant]
     return {
         "baseline": baseline,
         "seeds": seeds,
         "benchmarks": benchmarks,
         "variants": variants,
         "paired": paired,
+        "compare": extra,
         "ci_method": CI_METHOD,
     }
+
+
+def _paired(runs: dict[int, dict[str, Any]], base_runs: dict[int, dict[str, Any]], benchmarks: list[str]) -> dict[str, Any]:
+    """Per benchmark: the paired differences ``runs − base_runs`` over their common seeds."""
+    out: dict[str, Any] = {}
+    common = sorted(set(runs) & set(base_runs))
+    for bench in benchmarks:
+        row: dict[str, Any] = {"seeds": common}
+        for metric in METRICS:
+            diffs, seed_diffs = [], []
+            for s in common:
+                a, b = runs[s]["benchmarks"][bench], base_runs[s]["benchmarks"][bench]
+                diffs += [a["images"][img][metric] - b["images"][img][metric] for img in sorted(b["images"])]
+                seed_diffs.append(a[metric] - b[metric])
+            ci = paired_ci(diffs)
+            ci_seeds = paired_ci(seed_diffs)
+            row[f"delta_{metric}"] = math.fsum(diffs) / len(diffs)
+            row[_ci_key(metric)] = list(ci) if ci else None
+            row[_ci_key(metric) + "_seeds"] = list(ci_seeds) if ci_seeds else None
+            row["n"] = len(diffs)
+        out[bench] = row
+    return out
 
 
 def _ci_key(metric: str) -> str:
@@ -140,24 +147,29 @@ def tables(report: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str,
             row["train_wall_s_mean"] = sum(walls) / len(walls) if walls else None
             rows.append(row)
     rows.sort(key=lambda r: report["benchmarks"].index(r["benchmark"]))
-    paired_rows = []
-    for name, per_bench in report["paired"].items():
-        for bench, p in per_bench.items():
-            paired_rows.append({
-                "benchmark": bench,
-                "variant": name,
-                "baseline": report["baseline"],
-                "delta_psnr_y": p["delta_psnr_y"],
-                "ci95_lo": p["ci95"][0] if p["ci95"] else None,
-                "ci95_hi": p["ci95"][1] if p["ci95"] else None,
-                "ci95_seeds_lo": p["ci95_seeds"][0] if p["ci95_seeds"] else None,
-                "ci95_seeds_hi": p["ci95_seeds"][1] if p["ci95_seeds"] else None,
-                "delta_ssim_y": p["delta_ssim_y"],
-                "n": p["n"],
-                "verdict": _verdict(p["ci95"]) if p["ci95_seeds"] is None or _verdict(p["ci95"]) == _verdict(p["ci95_seeds"]) else "no difference shown",
-            })
+    paired_rows = [_paired_row(bench, name, report["baseline"], p)
+                   for name, per_bench in report["paired"].items() for bench, p in per_bench.items()]
     paired_rows.sort(key=lambda r: report["benchmarks"].index(r["benchmark"]))
-    return rows, paired_rows
+    compare_rows = [_paired_row(bench, c["variant"], c["reference"], p)
+                    for c in report.get("compare", []) for bench, p in c["benchmarks"].items()]
+    compare_rows.sort(key=lambda r: report["benchmarks"].index(r["benchmark"]))
+    return rows, paired_rows + compare_rows
+
+
+def _paired_row(bench: str, name: str, reference: str, p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "benchmark": bench,
+        "variant": name,
+        "baseline": reference,
+        "delta_psnr_y": p["delta_psnr_y"],
+        "ci95_lo": p["ci95"][0] if p["ci95"] else None,
+        "ci95_hi": p["ci95"][1] if p["ci95"] else None,
+        "ci95_seeds_lo": p["ci95_seeds"][0] if p["ci95_seeds"] else None,
+        "ci95_seeds_hi": p["ci95_seeds"][1] if p["ci95_seeds"] else None,
+        "delta_ssim_y": p["delta_ssim_y"],
+        "n": p["n"],
+        "verdict": _verdict(p["ci95"]) if p["ci95_seeds"] is None or _verdict(p["ci95"]) == _verdict(p["ci95_seeds"]) else "no difference shown",
+    }
 
 
 def run_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -232,7 +244,8 @@ def write_report(report: dict[str, Any], out: str | Path, title: str = "attrsr e
     md = [f"# {title}", "", f"Baseline: `{report['baseline']}`; seeds {report['seeds']}. Y channel, border = scale.", ""]
     md += ["## Mean ± std over seeds (Y-PSNR dB / Y-SSIM)", "", to_markdown(_display_rows(report)), ""]
     if paired_rows:
-        md += [f"## Paired difference vs `{report['baseline']}`", "", to_markdown(paired_rows), "", CI_METHOD + ".", ""]
+        title = f"Paired difference vs `{report['baseline']}`" + (" (and the grid's `compare` pairs)" if report.get("compare") else "")
+        md += [f"## {title}", "", to_markdown(paired_rows), "", CI_METHOD + ".", ""]
     md += ["## Runs", "", to_markdown(runs, digits=1), "", "![chart](report.png)", ""]
     paths["md"] = write_text_atomic(out / "report.md", "\n".join(md))
     page = HtmlPage(title, f"baseline {report['baseline']}; seeds {report['seeds']}; Y channel, border = scale")
