@@ -5,7 +5,8 @@
 
 Prints for each augmentation op (issue 10's goal: ≤ 5 % of a step) the op's own time as a fraction
 of a plain step, and for the attribution prior (issue 12's goal: ≤ 1.6×; the thesis reports 2×) the
-prior step's time as a multiple of a plain step and the self-similarity extractor's share of it.
+prior step's time as a multiple of a plain step and the self-similarity extractor's share of it, with
+the fast conv double backprop (the method's default) and with PyTorch's own.
 Timings are wall-clock medians; ratios are what to read (the machine's load moves both sides).
 """
 
@@ -29,6 +30,7 @@ def main() -> None:
     from skimage import data
 
     from attrsr import models
+    from attrsr.attribution import double_backprop
     from attrsr.attribution.prior import attribution_prior_loss, region_input_gradient
     from attrsr.attribution.selfsim import prior_regions
     from attrsr.data import augment as aug
@@ -49,7 +51,8 @@ def main() -> None:
         loss.backward()
         opt.step()
 
-    def prior_step() -> float:
+    def prior_step(fast: bool) -> float:
+        attachment = double_backprop.attach(model) if fast else None
         x = lr.clone().requires_grad_(True)
         t0 = time.perf_counter()
         regions = prior_regions(x.detach(), n_ssr=3, threshold=0.0)
@@ -59,6 +62,8 @@ def main() -> None:
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if attachment is not None:
+            attachment.remove()
         return extractor
 
     ops = {
@@ -69,12 +74,13 @@ def main() -> None:
         "add boxes": lambda: aug.saliency_boxes(torch.rand(16, 32, 32), 22, 22),
         "add+ blocks": lambda: aug.saliency_blocks(torch.rand(16, 32, 32), 11, 11, 3),
     }
-    times: dict[str, list[float]] = {k: [] for k in ["plain", "prior", "extractor", *ops]}
+    times: dict[str, list[float]] = {k: [] for k in ["plain", "prior", "extractor", "prior torch", *ops]}
     for _ in range(2):  # warm-up
-        plain(), prior_step()
+        plain(), prior_step(True), prior_step(False)
     for _ in range(args.repeats):
         t0 = time.perf_counter(); plain(); times["plain"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter(); ext = prior_step(); times["prior"].append(time.perf_counter() - t0); times["extractor"].append(ext)
+        t0 = time.perf_counter(); ext = prior_step(True); times["prior"].append(time.perf_counter() - t0); times["extractor"].append(ext)
+        t0 = time.perf_counter(); prior_step(False); times["prior torch"].append(time.perf_counter() - t0)
         for name, fn in ops.items():
             t0 = time.perf_counter(); fn(); times[name].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -82,7 +88,8 @@ def main() -> None:
     for name in ops:
         print(f"  {name:12s} {100 * med[name] / med['plain']:6.2f} % of a plain step")
     print(f"attribution prior step: {med['prior'] / med['plain']:.2f}x a plain step "
-          f"(extractor {100 * med['extractor'] / med['prior']:.1f} % of it)")
+          f"(extractor {100 * med['extractor'] / med['prior']:.1f} % of it); with PyTorch's own conv double "
+          f"backward (fast_double_backprop: false): {med['prior torch'] / med['plain']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -94,11 +94,15 @@ def _prior_setup():
     return model, lr, regions
 
 
-def test_prior_loss_gradient_matches_finite_differences():
+@pytest.mark.parametrize("fast", [False, True])
+def test_prior_loss_gradient_matches_finite_differences(fast):
+    from attrsr.attribution import double_backprop
     from attrsr.attribution.prior import attribution_prior_loss, region_input_gradient
 
     model, lr, regions = _prior_setup()
     assert bool(regions.valid.all())
+    if fast:  # the method's default: the convolutions' double backward of attrsr.attribution.double_backprop
+        double_backprop.attach(model)
 
     def loss_of_model():
         x = lr.clone().requires_grad_(True)

@@ -359,13 +359,19 @@ def run_one(run: Run, benchmarks: list[str], *, progress: bool = True) -> dict[s
         return record
 
 
-def _evaluate_run(run: Run, benchmarks: list[str]) -> dict[str, Any]:
+def load_run_model(folder: str | Path, cfg: Config | None = None):
+    """The trained network of a finished run folder (its ``config.yaml`` and ``model.safetensors``), in
+    eval mode; a method that wrapped the network (CutBlur's head) rebuilds the wrapper first."""
     from attrsr import models
-    from attrsr.data.datasets import open_dataset
-    from attrsr.evaluation import evaluate
 
-    cfg = run.cfg
-    weights = run.folder / "model.safetensors"
+    folder = Path(folder)
+    weights = folder / "model.safetensors"
+    if cfg is None:
+        if not (folder / "config.yaml").is_file():
+            raise AttrsrError(f"{folder}: not a run folder (no config.yaml); give the folder of a finished `attrsr train` run")
+        cfg = load_config(folder / "config.yaml")
+    if not weights.is_file():
+        raise AttrsrError(f"{folder}: no model.safetensors (the run has not finished); finish it with `attrsr train --resume`")
     if cfg.methods:  # a method may have wrapped the network (CutBlur's head): rebuild, then load
         from safetensors.torch import load_file
 
@@ -375,9 +381,16 @@ def _evaluate_run(run: Run, benchmarks: list[str]) -> dict[str, Any]:
         for method in build_methods(cfg.methods, cfg.seed).methods:
             model = method.rebuild(model, cfg)
         model.load_state_dict(load_file(str(weights)), strict=True)
-        model.eval()
-    else:
-        model = models.load(cfg.model.name, weights=weights, scale=cfg.scale, **cfg.model.args)
+        return model.eval()
+    return models.load(cfg.model.name, weights=weights, scale=cfg.scale, **cfg.model.args)
+
+
+def _evaluate_run(run: Run, benchmarks: list[str]) -> dict[str, Any]:
+    from attrsr.data.datasets import open_dataset
+    from attrsr.evaluation import evaluate
+
+    cfg = run.cfg
+    model = load_run_model(run.folder, cfg)
     data = [open_dataset(b, cfg.scale, name=b) for b in benchmarks]
     return evaluate(model, data, cfg.scale, progress=False)
 

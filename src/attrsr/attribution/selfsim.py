@@ -67,16 +67,31 @@ def similarity_maps(grey: torch.Tensor, patch: int = 5) -> torch.Tensor:
     padded = F.pad(g[:, None], (patch, patch, patch, patch))  # zeros, as match_template's default
     # numerator Σ I·(T−T̄) for every image and template: one grouped correlation
     num = F.conv2d(padded.reshape(1, b, *padded.shape[-2:]), tmpl.reshape(b * n, 1, patch, patch), groups=b)
-    num = num.reshape(b, n, *num.shape[-2:])
-    ones = torch.ones(1, 1, patch, patch, dtype=torch.float64, device=g.device)
-    s1 = F.conv2d(padded, ones)
-    s2 = F.conv2d(padded**2, ones)
-    var = (s2 - s1**2 / patch**2).clamp(min=0)  # (B,1,·,·): Σ(I−Ī)² of each window
-    den = torch.sqrt(var * ssd[:, :, None, None])
-    resp = torch.where(den > torch.finfo(torch.float64).eps, num / den.clamp(min=1e-300), torch.zeros_like(num))
     d0 = (patch - 1) // 2 + 1  # match_template's pad_input window: the template's centre at each pixel
-    out = resp[..., d0 : d0 + h, d0 : d0 + w].clamp(0, 1)
+    num = num.reshape(b, n, *num.shape[-2:])[..., d0 : d0 + h, d0 : d0 + w]
+    ones = torch.ones(1, 1, patch, patch, dtype=torch.float64, device=g.device)
+    s1 = F.conv2d(padded, ones)[..., d0 : d0 + h, d0 : d0 + w]
+    s2 = F.conv2d(padded**2, ones)[..., d0 : d0 + h, d0 : d0 + w]
+    var = (s2 - s1**2 / patch**2).clamp(min=0)  # (B,1,H,W): Σ(I−Ī)² of each window
+    den = torch.sqrt(var * ssd[:, :, None, None])
+    out = torch.where(den > torch.finfo(torch.float64).eps, num / den.clamp(min=1e-300), 0.0).clamp(0, 1)
     return out[0] if single else out
+
+
+def _max_filter(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Maximum over the size×size window around each pixel of (…,H,W) (as ``F.max_pool2d(x, size,
+    stride=1, padding=size // 2)``): elementwise maxima of shifted views, one axis at a time —
+    PyTorch's CPU max pooling (which also computes indices) took half the extractor's time."""
+    lo = size // 2
+    for dim in (-1, -2):
+        n = x.shape[dim]
+        pad = [0, 0] * (-dim - 1) + [lo, size - 1 - lo]
+        padded = F.pad(x, pad, value=float("-inf"))
+        out = padded.narrow(dim, 0, n)
+        for k in range(1, size):
+            out = torch.maximum(out, padded.narrow(dim, k, n))
+        x = out
+    return x
 
 
 @dataclasses.dataclass
@@ -93,11 +108,13 @@ class PriorRegions:
     centres: torch.Tensor
 
 
-def _square(h: int, w: int, r: int, c: int, size: int) -> torch.Tensor:
-    m = torch.zeros(h, w, dtype=torch.bool)
+def _squares(h: int, w: int, rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """size×size boolean squares on the given centres (any shape ``S``) → (*S,H,W); an even side
+    reaches one pixel further up/left than down/right; squares are clipped at the border."""
     lo = size // 2
-    m[max(r - lo, 0) : r - lo + size, max(c - lo, 0) : c - lo + size] = True
-    return m
+    dr = torch.arange(h).view(-1, 1) - rows[..., None, None] + lo
+    dc = torch.arange(w).view(1, -1) - cols[..., None, None] + lo
+    return (dr >= 0) & (dr < size) & (dc >= 0) & (dc < size)
 
 
 def prior_regions(
@@ -124,51 +141,39 @@ def prior_regions(
     n = maps.shape[1]
     flat = maps.flatten(2)
     glob = flat.argmax(2)  # the template matching itself
-    peaks = (maps == F.max_pool2d(maps, pool, stride=1, padding=pool // 2)) & (maps > 0)
+    peaks = (maps == _max_filter(maps, pool)) & (maps > 0)
     pk = torch.where(peaks.flatten(2), flat, torch.full_like(flat, -1.0))
     pk.scatter_(2, glob[..., None], -1.0)
     top = pk.topk(n_ssr, dim=2).values  # (B,N,n_ssr)
     score_all = torch.where(top >= 0, top, torch.zeros_like(top)).mean(2)
     best = score_all.argmax(1)  # (B,)
     score = score_all.gather(1, best[:, None])[:, 0]
-    poi = torch.zeros(b, h, w, dtype=torch.bool)
-    ssr = torch.zeros(b, n_ssr, h, w, dtype=torch.bool)
-    weights = torch.zeros(b, n_ssr, dtype=torch.float64)
-    centres = torch.zeros(b, 1 + n_ssr, 2, dtype=torch.long)
-    valid = torch.zeros(b, dtype=torch.bool)
-    rows = torch.arange(h).view(-1, 1).expand(h, w).reshape(-1)
-    cols = torch.arange(w).view(1, -1).expand(h, w).reshape(-1)
-    for i in range(b):  # a handful of images per batch; the heavy work above is batched
-        k = int(best[i])
-        g = int(glob[i, k])
-        pr, pc = g // w, g % w
-        dist = torch.maximum((rows - pr).abs(), (cols - pc).abs())
-        if scenario in (1, 3):
-            allowed = (dist <= local_window // 2) & (dist > 0)
-        else:
-            allowed = dist > far_window // 2
-        if scenario in (1, 2):
-            # local maxima first (by value); where the window holds fewer than n_ssr of them, the
-            # most similar other positions fill up (the thesis: "dissimilar regions are selected to
-            # satisfy the local constraint")
-            rank = flat[i, k] + 2.0 * peaks[i, k].reshape(-1)
-            cand = torch.where(allowed, rank, torch.full_like(rank, -1.0))
-            cand[g] = -1.0
-            ranked, idx = cand.topk(n_ssr)
-            vals = flat[i, k, idx]
-            ok = bool((ranked >= 0).all()) and float(score[i]) >= threshold
-        else:
-            pool_idx = torch.nonzero(allowed).flatten()
-            ok = len(pool_idx) >= n_ssr and float(score[i]) >= threshold
-            idx = pool_idx[torch.from_numpy(rng.choice(len(pool_idx), n_ssr, replace=False))] if ok else pool_idx[:0]
-            vals = flat[i, k, idx]
-        if not ok:
-            continue
-        valid[i] = True
-        poi[i] = _square(h, w, pr, pc, mask_size)
-        centres[i, 0] = torch.tensor([pr, pc])
-        for j, (v, e) in enumerate(zip(vals.tolist(), idx.tolist())):
-            ssr[i, j] = _square(h, w, e // w, e % w, mask_size)
-            weights[i, j] = v
-            centres[i, 1 + j] = torch.tensor([e // w, e % w])
-    return PriorRegions(poi, ssr, weights, valid, score, centres)
+    # everything below is per image but vectorised over the batch (it was the extractor's main cost
+    # as a Python loop): the best map of each image, its global maximum (the PoI) and its SSRs
+    ar = torch.arange(b)
+    m = flat[ar, best]  # (B,H·W)
+    is_peak = peaks[ar, best].flatten(1)
+    g = glob[ar, best]  # (B,)
+    pr, pc = g // w, g % w
+    rows = torch.arange(h).repeat_interleave(w)
+    cols = torch.arange(w).repeat(h)
+    dist = torch.maximum((rows - pr[:, None]).abs(), (cols - pc[:, None]).abs())  # (B,H·W) chessboard
+    allowed = ((dist <= local_window // 2) & (dist > 0)) if scenario in (1, 3) else (dist > far_window // 2)
+    if scenario in (1, 2):
+        # local maxima first (by value); where the window holds fewer than n_ssr of them, the most
+        # similar other positions fill up (the thesis: "dissimilar regions are selected to satisfy
+        # the local constraint")
+        rank = m + 2.0 * is_peak
+    else:
+        # a uniformly random subset of the allowed positions: the n_ssr largest of iid uniform keys
+        rank = torch.from_numpy(rng.random((b, h * w)))
+    cand = torch.where(allowed, rank, torch.full_like(rank, -1.0))
+    cand[ar, g] = -1.0
+    ranked, idx = cand.topk(n_ssr, dim=1)
+    valid = (ranked >= 0).all(1) & (score >= threshold)
+    vals = m.gather(1, idx)
+    centres = torch.stack([torch.cat([pr[:, None], idx // w], 1), torch.cat([pc[:, None], idx % w], 1)], 2)
+    centres = torch.where(valid[:, None, None], centres, torch.zeros_like(centres))
+    squares = _squares(h, w, centres[..., 0], centres[..., 1], mask_size) & valid[:, None, None, None]
+    weights = torch.where(valid[:, None], vals, torch.zeros_like(vals))
+    return PriorRegions(squares[:, 0], squares[:, 1:], weights, valid, score, centres)
