@@ -81,7 +81,8 @@ class AttributionPrior(Method):
     needs_input_grad: ClassVar[bool] = True
 
     def setup(self, ctx: MethodContext) -> None:
-        check_prior_params(self.params, ctx.cfg.data.patch_size)
+        p = self.params
+        check_prior_params(p, ctx.cfg.data.patch_size)
         self.scale = ctx.cfg.scale
         self.ctx = ctx
         if p.fast_double_backprop and p.lambda_ap > 0:
