@@ -61,6 +61,9 @@ CASES = [
     ("rlfn", 3, dict(feature_channels=12, mid_channels=8, n_blocks=2, esa_channels=4), "rlfn"),
     ("bsrn", 4, {}, "bsrn"),
     ("bsrn", 2, dict(num_feat=16, num_block=2), "bsrn"),
+    ("lapsrn", 4, {}, "lapsrn"),  # the port's released x4 layout: two pyramid levels
+    ("lapsrn", 2, dict(depth=3, nf=16), "lapsrn"),
+    ("lapsrn", 8, dict(depth=2, nf=8, num_channels=3), "lapsrn"),  # RGB fork, three levels
 ]
 # Scale is not in these weights (deconvolution stride; bicubic pre-upsampling): given by the caller.
 SCALE_NOT_IN_WEIGHTS = {"fsrcnn", "srcnn", "vdsr"}
