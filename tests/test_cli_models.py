@@ -137,11 +137,14 @@ def test_lam_and_interpret_read_the_scale_from_the_weights(tmp_path):
     assert r.exit_code == 0, r.stderr
     info = json.loads((out / "result.json").read_text())
     assert info["model"] == "pan" and info["scale"] == 4
+    said = [line for line in r.stdout.splitlines() if line.startswith("model: ")]  # one line: what, from what
+    assert len(said) == 1 and "pan" in said[0] and "x4 from" in said[0] and "key names and shapes" in said[0], r.stdout
     data = tmp_path / "imgs"
     data.mkdir()
     shutil.copy(LAM_IMAGES / "3.png", data)
     r = run("interpret", "--model", pan, "--data", data, "--n-windows", 1, "--steps", 2, "--out", tmp_path / "rep")
     assert r.exit_code == 0, r.stderr
+    assert sum(line.startswith("model: pan ") for line in r.stdout.splitlines()) == 1, r.stdout
     assert json.loads((tmp_path / "rep" / "report.json").read_text())["models"] == ["pan"]
 
 

@@ -61,6 +61,14 @@ CASES = [
     ("rlfn", 3, dict(feature_channels=12, mid_channels=8, n_blocks=2, esa_channels=4), "rlfn"),
     ("bsrn", 4, {}, "bsrn"),
     ("bsrn", 2, dict(num_feat=16, num_block=2), "bsrn"),
+    ("lapsrn", 4, {}, "lapsrn"),  # the port's released x4 layout: two pyramid levels
+    ("lapsrn", 2, dict(depth=3, nf=16), "lapsrn"),
+    ("lapsrn", 8, dict(depth=2, nf=8, num_channels=3), "lapsrn"),  # RGB fork, three levels
+    ("hat-s", 4, dict(embed_dim=12, depths=(2, 1), num_heads=(2, 3), window_size=4, compress_ratio=4,
+                      squeeze_factor=4), "hat-s"),
+    ("hat-s", 3, dict(embed_dim=16, depths=(1,), num_heads=(4,), window_size=8, compress_ratio=8,
+                      squeeze_factor=8, mlp_ratio=1.5, num_feat=8), "hat-s"),
+    ("hat", 2, dict(embed_dim=12, depths=(2,), num_heads=(3,), window_size=4, squeeze_factor=6), "hat"),
 ]
 # Scale is not in these weights (deconvolution stride; bicubic pre-upsampling): given by the caller.
 SCALE_NOT_IN_WEIGHTS = {"fsrcnn", "srcnn", "vdsr"}

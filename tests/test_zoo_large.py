@@ -400,8 +400,10 @@ def test_swinir_s48_and_s64_checkpoints_load_strictly_into_one_model(cfg, lr_cro
         assert official["layers.0.residual_group.blocks.1.attn_mask"].shape == ((patch // 8) ** 2, 64, 64)
         torch.save({"params": official}, tmp_path / f"s{patch}.pth")
         loaded = zoo.load("swinir", weights=tmp_path / f"s{patch}.pth", scale=scale, **cfg)
+        detected = zoo.load(weights=tmp_path / f"s{patch}.pth")  # no name, scale or configuration given
+        assert detected.scale == scale and "key names and shapes" in detected.detection
         with torch.no_grad():
-            assert torch.equal(loaded(x), want)
+            assert torch.equal(loaded(x), want) and torch.equal(detected(x), want)
         # Direct nn.Module loading (the official test script's way) is strict too.
         fresh = zoo.create("swinir", scale=scale, **dict(cfg, img_size=patch))
         assert not fresh.load_state_dict(official, strict=True).missing_keys

@@ -16,3 +16,5 @@ from attrsr.models import msrresnet  # noqa: F401,E402
 from attrsr.models import swinir  # noqa: F401,E402
 from attrsr.models import rlfn  # noqa: F401,E402
 from attrsr.models import bsrn  # noqa: F401,E402
+from attrsr.models import lapsrn  # noqa: F401,E402
+from attrsr.models import hat  # noqa: F401,E402
