@@ -183,6 +183,9 @@ class MethodStack:
     def _owner(self, term: str) -> str:
         return next((k for k in self.keys if term.startswith(k + ".")), "(engine)")
 
+    def freezes_model(self, step: int) -> bool:
+        return any(m.freezes_model(step) for m in self.methods)
+
     def after_step(self, step: int) -> None:
         for m in self.methods:
             m.after_step(step)
