@@ -106,3 +106,57 @@ def test_task_data_follow_the_readme():
     assert torch.equal(cl, expect.flip(-1) if flipped else expect)
     lr = make_lr(ci[None], 4)
     assert lr.shape == (1, 3, 24, 24) and torch.equal(lr, (lr * 255).round() / 255)
+
+
+def _coco_rows(data, jitter=0.0, seed=0):
+    """Ground-truth boxes of COCO128 as detection rows, each box moved by ``jitter`` × its size."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for a in data["annotations"]:
+        if a.get("iscrowd"):
+            continue
+        x, y, w, h = a["bbox"]
+        dx, dy = rng.uniform(-jitter, jitter, 2) * (w, h)
+        rows.append({"image_id": a["image_id"], "category_id": a["category_id"], "bbox": [x + dx, y + dy, w, h], "score": 1.0})
+    return rows
+
+
+def test_coco_map_is_one_on_ground_truth_and_drops_with_jitter():
+    pytest.importorskip("pycocotools")
+    import json
+
+    from attrsr.tasks.metrics import coco_map
+
+    path = need(DATA / "tasks" / "coco128" / "annotations" / "instances_train2017.json")
+    data = json.loads(path.read_text())
+    exact = coco_map(path, _coco_rows(data))
+    assert exact["map"] == pytest.approx(1.0, abs=1e-12) and exact["map50"] == pytest.approx(1.0, abs=1e-12)
+    small, large = coco_map(data, _coco_rows(data, 0.1)), coco_map(data, _coco_rows(data, 0.3))
+    # A shift of up to 10 % of the box keeps IoU ≥ 0.67: AP@0.5 stays 1, the strict thresholds fail.
+    assert small["map50"] == pytest.approx(1.0, abs=1e-12) and 0.3 < small["map"] < 0.95
+    assert large["map"] < small["map"] - 0.2 and large["map50"] < 1.0
+    # dropping half the detections of one frequent class lowers mAP as recall falls
+    rows = _coco_rows(data)
+    people = [r for r in rows if r["category_id"] == 1]
+    fewer = coco_map(data, [r for r in rows if r["category_id"] != 1] + people[::2])
+    assert fewer["map"] < 1.0
+
+
+def test_coco_boxes_outside_their_image_are_refused(tmp_path):
+    import json
+
+    from attrsr.tasks.datasets import coco_detection
+
+    root = need(DATA / "tasks" / "coco128")
+    samples = coco_detection(root)
+    assert len(samples) == 128 and sum(len(s.boxes) for s in samples) == 939
+    empty = [s.image.name for s in samples if len(s.boxes) == 0]
+    assert empty == ["000000000250.jpg", "000000000508.jpg"]
+    data = json.loads((root / "annotations" / "instances_train2017.json").read_text())
+    bad = data["annotations"][3]
+    im = next(i for i in data["images"] if i["id"] == bad["image_id"])
+    bad["bbox"] = [im["width"] - 5.0, 10.0, 20.0, 20.0]
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+    with pytest.raises(AttrsrError, match=rf"annotation {bad['id']} box .* outside its image {im['file_name']}"):
+        coco_detection(tmp_path)

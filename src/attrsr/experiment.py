@@ -341,6 +341,11 @@ def run_one(run: Run, benchmarks: list[str], *, progress: bool = True) -> dict[s
         t0 = time.perf_counter()
         if todo:
             results.update(_evaluate_run(run, todo))
+        method_names = previous.get("method_benchmarks")
+        if trained or method_names is None or any(b not in results for b in method_names):
+            extra = _method_results(run, benchmarks)
+            results.update(extra)
+            method_names = list(extra)
         record = {
             "variant": run.variant,
             "seed": run.seed,
@@ -354,6 +359,7 @@ def run_one(run: Run, benchmarks: list[str], *, progress: bool = True) -> dict[s
             "loop_s": _loop_seconds(run.folder / "metrics.jsonl"),
             "eval_wall_s": previous.get("eval_wall_s", 0.0) + (time.perf_counter() - t0),
             "benchmarks": results,
+            "method_benchmarks": method_names,
         }
         write_json_atomic(run.eval_path, record)
         return record
@@ -393,6 +399,22 @@ def _evaluate_run(run: Run, benchmarks: list[str]) -> dict[str, Any]:
     model = load_run_model(run.folder, cfg)
     data = [open_dataset(b, cfg.scale, name=b) for b in benchmarks]
     return evaluate(model, data, cfg.scale, progress=False)
+
+
+def _method_results(run: Run, benchmarks: list[str]) -> dict[str, Any]:
+    """The methods' own benchmarks of a finished run (``Method.evaluate_run``: SR4IR's task metric)."""
+    if not run.cfg.methods:
+        return {}
+    from attrsr.engine.compose import build_methods
+
+    model = load_run_model(run.folder, run.cfg)
+    out: dict[str, Any] = {}
+    for method in build_methods(run.cfg.methods, run.cfg.seed).methods:
+        for name, result in method.evaluate_run(model, run.folder, run.cfg).items():
+            if name in benchmarks or name in out:
+                raise AttrsrError(f"method {method.name}: its benchmark {name!r} is named like another benchmark of the grid")
+            out[name] = result
+    return out
 
 
 def _loop_seconds(metrics: Path) -> float | None:
@@ -464,7 +486,11 @@ def run_grid(
 
 
 def _summary_line(rec: dict[str, Any]) -> str:
-    parts = [f"{b} {v['psnr_y']:.2f} dB" for b, v in rec["benchmarks"].items()]
+    parts = []
+    for bench, values in rec["benchmarks"].items():
+        metric = "psnr_y" if "psnr_y" in values else next((k for k, v in values.items() if isinstance(v, (int, float))), None)
+        if metric is not None:
+            parts.append(f"{bench} {values[metric]:.2f} dB" if metric == "psnr_y" else f"{bench} {metric} {values[metric]:.4f}")
     wall = rec.get("train_wall_s")
     # None: trained by a process killed before its evaluation was written (the time was lost with it).
     return ", ".join(parts) + (f"; trained in {wall:.0f}s" if wall is not None else "; training time not recorded")
@@ -566,7 +592,9 @@ def write_grid_report(grid: Grid, records: list[dict[str, Any]]) -> dict[str, Pa
     run_dirs: dict[str, dict[int, str]] = {}
     for run in grid.runs:
         run_dirs.setdefault(run.variant, {})[run.seed] = str(run.folder.relative_to(grid.out))
-    report = summarize(records, grid.spec.baseline, grid.spec.benchmarks, run_dirs, grid.spec.compare)
+    # The methods' own benchmarks (task metrics) join the grid's when every run has them.
+    method_names = [b for b in (records[0].get("method_benchmarks") or []) if all(b in (r.get("method_benchmarks") or []) for r in records)]
+    report = summarize(records, grid.spec.baseline, grid.spec.benchmarks + method_names, run_dirs, grid.spec.compare)
     report["grid"] = str(grid.path)
     report["base"] = str(grid.base)
     report["scale"] = grid.scale

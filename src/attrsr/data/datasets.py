@@ -6,7 +6,9 @@
 * **DIV2K** — ``ROOT/<P>_HR/0001.png`` + ``ROOT/<P>_LR_bicubic/X{s}/0001x{s}.png`` (also when ``path`` is
   the ``<P>_HR`` folder itself);
 * **HR-only** — ``ROOT/HR/`` without LR files, or any folder of images: LR is made from the
-  ``modcrop``-ped HR with MATLAB bicubic and rounded to 8 bits;
+  ``modcrop``-ped HR with MATLAB bicubic and rounded to 8 bits; a folder holding no images but
+  class sub-folders of images (CUB-50's ``images/<Species>/``) gives every image, named
+  ``<sub-folder>/<stem>``;
 * ``samples`` / ``samples:val`` / ``samples:train`` — the photos bundled with scikit-image & co.;
 * the training sets ``T91``, ``BSD200`` and ``291`` (both), optionally with a split ``:train`` / ``:val``
   (see :data:`TRAINING_SETS` and :func:`split_of`) — HR-only folders under ``$ATTRSR_DATA/train/``;
@@ -226,6 +228,10 @@ def open_dataset(path: str | Path, scale: int, name: str | None = None, check: b
         else:
             entries = [_Entry(p.stem, p, None) for p in list_images(root)]
             layout = "image folder, LR made with MATLAB bicubic"
+            if not entries:  # class sub-folders (ImageNet/CUB style): images named "<folder>/<stem>"
+                subs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+                entries = [_Entry(f"{d.name}/{p.stem}", p, None) for d in subs for p in list_images(d)]
+                layout = "class sub-folders, LR made with MATLAB bicubic"
     if not entries:
         raise AttrsrError(f"{root}: no images found (looked for {', '.join(IMAGE_SUFFIXES)})")
     if check:

@@ -59,8 +59,9 @@ def build_method(cfg: "MethodConfig", index: int = 0) -> Method:
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "extra_forbidden":
                 probs.append(f"unknown key {key!r}; valid keys: {', '.join(cls.Params.model_fields) or 'none'}")
-            else:
-                probs.append(f"{key}: {err['msg'].lower()}")
+            else:  # a cross-field check of the method (empty location) reads as its own sentence
+                msg = err["msg"].removeprefix("Value error, ").lower()
+                probs.append(f"{key}: {msg}" if key else msg)
         raise AttrsrError(f"methods.{index} ({cfg.name}): " + "; ".join(probs)) from None
     method = cls(params)
     method.name = cfg.name
@@ -182,6 +183,9 @@ class MethodStack:
 
     def _owner(self, term: str) -> str:
         return next((k for k in self.keys if term.startswith(k + ".")), "(engine)")
+
+    def freezes_model(self, step: int) -> bool:
+        return any(m.freezes_model(step) for m in self.methods)
 
     def after_step(self, step: int) -> None:
         for m in self.methods:

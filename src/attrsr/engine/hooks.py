@@ -35,6 +35,11 @@ fixed points of its loop (see ``Trainer.fit``)::
                                         LR input ``batch["lr"]`` requires grad and ``sr`` was computed
                                         from it, so a term may use ∂sr/∂lr with create_graph=True
                                         (double backprop: the attribution prior)
+    freezes_model(step)                 True to hold the SR network fixed at loop step ``step`` (1-based,
+                                        as ``after_step``): the step's losses are computed without
+                                        gradients and logged, no backward, no optimiser step (the
+                                        schedule still advances). SR4IR's two-stage baselines; any
+                                        method saying True freezes the step
     after_step(step)                    after each optimiser step and before the EMA update (BSPA:
                                         restore frozen weights; the EMA averages what it leaves)
     on_epoch_end(epoch)                 after an epoch's last batch (BSPA: refresh the importance)
@@ -44,6 +49,12 @@ fixed points of its loop (see ``Trainer.fit``)::
                                         and ``method``). ``model`` is the validated network (the EMA
                                         when enabled) in eval mode; runs on every rank (collectives
                                         are allowed), rank 0's rows are logged
+    evaluate_run(model, run, cfg)       after training (``attrsr experiment``), without training data:
+                                        the method's own benchmark results of the finished run in
+                                        folder ``run`` (``model``: its exported SR network, eval mode),
+                                        ``{name: {METRIC: number, …, "images": {image: {METRIC: number}}}}``;
+                                        ``images`` holds the per-image values of the metrics that are
+                                        means over images (others are reported per seed only)
     state_dict() / load_state_dict()    the method's own state in checkpoints (torch.save-able with
                                         ``weights_only``: tensors, numbers, strings, lists, dicts)
 
@@ -282,6 +293,9 @@ class Method:
     def extra_losses(self, batch: dict[str, Any], sr: torch.Tensor, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         return {}
 
+    def freezes_model(self, step: int) -> bool:
+        return False
+
     def after_step(self, step: int) -> None:
         pass
 
@@ -290,6 +304,9 @@ class Method:
 
     def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
         return []
+
+    def evaluate_run(self, model: torch.nn.Module, run: Path, cfg: "Config") -> dict[str, dict[str, Any]]:
+        return {}
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -22,6 +22,7 @@ Run folder (``train.out``)::
     model.safetensors  final weights (EMA weights when ``train.ema`` is set); its metadata says
                        whether ``attrsr.models.load`` reads it (``zoo_loadable``) and, when a
                        method wrapped the network, what it holds instead (``architecture``)
+    <name>.safetensors final weights of each extra network a method added (SR4IR: task.safetensors)
     metrics.jsonl, train.csv, val.csv   (+ tb/ when tensorboard is installed)
     .lock              while a training runs: its PID (the OS lock itself vanishes with the process)
 """
@@ -34,6 +35,7 @@ import random
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -190,8 +192,8 @@ class Trainer:
         def add_network(name: str, module: nn.Module, optimizer: torch.optim.Optimizer, scheduler=None) -> Callable[..., Any]:
             if not self._setting_up:
                 raise RuntimeError("networks are added in setup (before the checkpoint is restored)")
-            if name in self.networks or name == "model":
-                raise ValueError(f"network {name!r} added twice (or named like the SR model)")
+            if name in self.networks or name in ("model", "best") or not name.isidentifier():
+                raise ValueError(f"network {name!r} added twice, named like the SR model's files, or not an identifier")
             net = Network(module.to(self.device), optimizer, scheduler, wrapped=module)
             if self.dist.enabled and any(p.requires_grad for p in module.parameters()):
                 ids = [self.device.index] if self.device.type == "cuda" else None
@@ -260,6 +262,9 @@ class Trainer:
             self.log.close()
         if self.dist.is_main:
             export_safetensors(self.export_state(), self.out / "model.safetensors", self._weights_metadata())
+            for name, net in self.networks.items():  # the methods' extra networks (SR4IR's task network)
+                meta = {"network": name, "class": type(net.module).__name__, "step": self.step, "recipe": self.cfg.name}
+                export_safetensors(net.module.state_dict(), self.out / f"{name}.safetensors", meta)
         distributed.barrier(self.dist)
         return {"out": str(self.out), "step": self.step, "seconds": time.perf_counter() - start, "best": self.best, "val": self.last_val}
 
@@ -275,8 +280,12 @@ class Trainer:
         batch = _to_device(batch, self.device)
         batch = self.methods.augment(batch, self.step, self.dist.rank)
         self.step_lr = self.optimizer.param_groups[0]["lr"]
-        terms = self._optimise(batch)
-        self.scheduler.step()
+        frozen = self.methods.freezes_model(self.step + 1)
+        terms = self._frozen_losses(batch) if frozen else self._optimise(batch)
+        with warnings.catch_warnings():
+            if frozen:  # the schedule keeps time while a method holds the network (no optimiser step yet)
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            self.scheduler.step()
         # after_step first: weights a method restores (BSPA's frozen ones) must be what the EMA averages.
         self.methods.after_step(self.step + 1)
         if self.ema is not None:
@@ -304,6 +313,15 @@ class Trainer:
         self._check_finite(norm, "gradient norm", terms)
         self.optimizer.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}, "grad_norm": norm.detach()}
+
+    def _frozen_losses(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A step at which a method holds the SR network fixed: the losses, for the log only."""
+        with torch.no_grad():
+            loss, terms = self._losses(batch)
+        if not self._terms_checked:
+            self.methods.check_terms_across_ranks(distributed.gather_objects(self.dist, sorted(terms)))
+            self._terms_checked = True
+        return {"loss": loss, **terms, "grad_norm": torch.zeros((), device=loss.device)}
 
     def _losses(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The forward pass and every loss term of one (augmented) batch: ``(total, terms)``."""

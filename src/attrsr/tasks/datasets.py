@@ -63,14 +63,20 @@ def camvid(root: str | Path, split: str = "train") -> list[SegSample]:
     return out
 
 
-def read_camvid_label(path: Path) -> torch.Tensor:
-    """(H,W) int64 class ids, checked: 0-10 or the void id 11."""
-    arr = np.array(Image.open(path))
+def read_camvid_label(path: Path, num_classes: int = len(CAMVID_CLASSES), ignore_index: int = CAMVID_IGNORE) -> torch.Tensor:
+    """(H,W) int64 class ids, checked: 0..num_classes-1 or the void id (CamVid: 0-10 and 11)."""
+    try:
+        arr = np.array(Image.open(path))
+    except (OSError, ValueError) as exc:
+        raise AttrsrError(f"{path}: cannot read the label PNG ({exc})") from None
     if arr.ndim != 2:
-        raise AttrsrError(f"{path}: a CamVid label must be a one-channel PNG of class ids, got shape {arr.shape}")
-    bad = np.setdiff1d(np.unique(arr), np.arange(CAMVID_IGNORE + 1))
+        raise AttrsrError(f"{path}: a segmentation label must be a one-channel PNG of class ids, got shape {arr.shape}")
+    bad = np.setdiff1d(np.unique(arr), [*range(num_classes), ignore_index])
     if bad.size:
-        raise AttrsrError(f"{path}: class id(s) {', '.join(map(str, bad[:5]))} outside 0..10 and the void id 11")
+        raise AttrsrError(
+            f"{path}: class id(s) {', '.join(map(str, bad[:5]))} outside 0..{num_classes - 1} and the void id {ignore_index}; "
+            "fix the label file or the method's num_classes/ignore_index"
+        )
     return torch.from_numpy(arr.astype(np.int64))
 
 
@@ -99,8 +105,9 @@ class ClsSample:
     label: int
 
 
-def cub50(root: str | Path, split: str = "train") -> list[ClsSample]:
-    """CUB-50 with the split flag read as the README says: flag 0 = train, flag 1 = test."""
+def cub50(root: str | Path, split: str = "train", num_classes: int = 50) -> list[ClsSample]:
+    """CUB-50 with the split flag read as the README says: flag 0 = train, flag 1 = test. Class ids
+    outside 0..num_classes-1 and images without a label or split flag are errors naming the file."""
     root = Path(root)
     if split not in ("train", "test"):
         raise AttrsrError(f"CUB-50 split must be train or test, got {split!r}")
@@ -114,4 +121,64 @@ def cub50(root: str | Path, split: str = "train") -> list[ClsSample]:
 
     images, labels, flags = table("images.txt"), table("image_class_labels.txt"), table("train_test_split.txt")
     want = "0" if split == "train" else "1"
-    return [ClsSample(root / "images" / images[i], int(labels[i])) for i in sorted(images) if flags[i] == want]
+    out = []
+    for i in sorted(images):
+        if i not in labels or i not in flags:
+            raise AttrsrError(f"{root / 'image_class_labels.txt'}: image id {i} ({images[i]}) has no class id or split flag")
+        label = int(labels[i])
+        if not 0 <= label < num_classes:
+            raise AttrsrError(f"{root / 'image_class_labels.txt'}: image id {i} has class id {label}, outside 0..{num_classes - 1}")
+        if flags[i] == want:
+            out.append(ClsSample(root / "images" / images[i], label))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class DetSample:
+    image: Path
+    image_id: int
+    width: int
+    height: int
+    boxes: torch.Tensor  # (N,4) float32 x0, y0, x1, y1 in pixels
+    labels: torch.Tensor  # (N,) int64 COCO category ids
+    crowd: torch.Tensor  # (N,) bool
+
+
+def coco_detection(root: str | Path, annotations: str = "annotations/instances_train2017.json", images: str = "train2017") -> list[DetSample]:
+    """COCO-style detection data (COCO128): one sample per image (images without objects included),
+    boxes as x0, y0, x1, y1. A box outside its image, of non-positive size, or with an unknown
+    category is an error naming the file and the annotation id."""
+    import json
+
+    root = Path(root)
+    path = root / annotations
+    if not path.is_file():
+        raise AttrsrError(f"{path}: missing COCO annotation file")
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise AttrsrError(f"{path}: not valid JSON ({exc})") from None
+    cats = {c["id"] for c in data.get("categories", [])}
+    per_image: dict[int, list[dict]] = {}
+    info = {im["id"]: im for im in data.get("images", [])}
+    for a in data.get("annotations", []):
+        im = info.get(a["image_id"])
+        if im is None:
+            raise AttrsrError(f"{path}: annotation {a['id']} refers to image id {a['image_id']}, which the file does not list")
+        x, y, w, h = a["bbox"]
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > im["width"] or y + h > im["height"]:
+            raise AttrsrError(
+                f"{path}: annotation {a['id']} box [x={x}, y={y}, w={w}, h={h}] lies outside its image {im['file_name']} "
+                f"({im['width']}×{im['height']}) or is empty; fix or drop that annotation"
+            )
+        if a["category_id"] not in cats:
+            raise AttrsrError(f"{path}: annotation {a['id']} has category id {a['category_id']}, not among the file's categories")
+        per_image.setdefault(a["image_id"], []).append(a)
+    out = []
+    for image_id in sorted(info):
+        im, anns = info[image_id], per_image.get(image_id, [])
+        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns], dtype=torch.float32).reshape(-1, 4)
+        out.append(DetSample(root / images / im["file_name"], image_id, im["width"], im["height"], boxes,
+                             torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
+                             torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool)))
+    return out

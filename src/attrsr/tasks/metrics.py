@@ -3,6 +3,8 @@ present). COCO mAP goes through pycocotools (not hand-written) where detection i
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -41,3 +43,37 @@ class ConfusionMatrix:
         """Mean IoU over the classes present in the labels."""
         present = self.matrix.sum(1) > 0
         return float(np.nanmean(self.iou()[present])) if present.any() else float("nan")
+
+
+def coco_map(annotations: Any, detections: list[dict[str, Any]]) -> dict[str, float]:
+    """COCO box mAP through pycocotools (the official evaluator; not re-implemented here).
+
+    ``annotations``: a COCO instances json (path or loaded dict); ``detections``: COCO result rows
+    ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}``. Returns ``map`` (AP@[.5:.95], all
+    areas, 100 detections), ``map50``, ``map75`` and the small/medium/large APs (−1 where the
+    ground truth has no such object, as pycocotools reports)."""
+    import contextlib
+    import copy
+    import io
+    import json
+    from pathlib import Path
+
+    try:
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+    except ImportError:
+        raise AttrsrError("COCO mAP needs pycocotools: pip install 'attrsr[detection]' (or pip install pycocotools)") from None
+    data = json.loads(Path(annotations).read_text()) if not isinstance(annotations, dict) else copy.deepcopy(annotations)
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO()
+        gt.dataset = data
+        gt.createIndex()
+        if not detections:
+            return {k: 0.0 for k in ("map", "map50", "map75", "map_small", "map_medium", "map_large")}
+        dt = gt.loadRes([dict(d) for d in detections])
+        ev = COCOeval(gt, dt, iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    names = ("map", "map50", "map75", "map_small", "map_medium", "map_large")
+    return {n: float(v) for n, v in zip(names, ev.stats[:6])}

@@ -38,25 +38,28 @@ class BasicBlock(nn.Module):
 
 class ResNet18Backbone(nn.Module):
     """torchvision's ResNet-18 trunk; ``dilate_last`` replaces layer4's stride by dilation 2
-    (output stride 16, as DeepLabV3 does)."""
+    (output stride 16, as DeepLabV3 does). ``width`` is the stem's channel count (64 = ResNet-18;
+    the stages have 1, 2, 4, 8 times it): narrower trunks make CPU-scale experiments affordable."""
 
     LEVELS = ("stem", "layer1", "layer2", "layer3", "layer4")
 
-    def __init__(self, dilate_last: bool = False) -> None:
+    def __init__(self, dilate_last: bool = False, width: int = 64) -> None:
         super().__init__()
+        w = width
+        self.out_channels = 8 * w
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(3, w, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
+        self.layer1 = nn.Sequential(BasicBlock(w, w), BasicBlock(w, w))
+        self.layer2 = nn.Sequential(BasicBlock(w, 2 * w, 2), BasicBlock(2 * w, 2 * w))
+        self.layer3 = nn.Sequential(BasicBlock(2 * w, 4 * w, 2), BasicBlock(4 * w, 4 * w))
         if dilate_last:  # stride 1, then dilation 2 (torchvision's replace_stride_with_dilation)
-            self.layer4 = nn.Sequential(BasicBlock(256, 512, 1, 1), BasicBlock(512, 512, 1, 2))
+            self.layer4 = nn.Sequential(BasicBlock(4 * w, 8 * w, 1, 1), BasicBlock(8 * w, 8 * w, 1, 2))
         else:
-            self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
+            self.layer4 = nn.Sequential(BasicBlock(4 * w, 8 * w, 2), BasicBlock(8 * w, 8 * w))
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = (x - self.mean) / self.std
@@ -66,8 +69,8 @@ class ResNet18Backbone(nn.Module):
         return out
 
 
-def resnet18_backbone(dilate_last: bool = False) -> ResNet18Backbone:
-    return ResNet18Backbone(dilate_last)
+def resnet18_backbone(dilate_last: bool = False, width: int = 64) -> ResNet18Backbone:
+    return ResNet18Backbone(dilate_last, width)
 
 
 class TaskNetwork(nn.Module):
@@ -95,10 +98,10 @@ class ResNet18Classifier(TaskNetwork):
 
     feature_levels = ResNet18Backbone.LEVELS
 
-    def __init__(self, num_classes: int = 1000) -> None:
+    def __init__(self, num_classes: int = 1000, width: int = 64) -> None:
         super().__init__()
-        self.backbone = ResNet18Backbone()
-        self.fc = nn.Linear(512, num_classes)
+        self.backbone = ResNet18Backbone(width=width)
+        self.fc = nn.Linear(self.backbone.out_channels, num_classes)
 
     def features(self, x):
         return self.backbone(x)
@@ -133,10 +136,10 @@ class DeepLabV3Segmenter(TaskNetwork):
 
     feature_levels = (*ResNet18Backbone.LEVELS, "backbone")
 
-    def __init__(self, num_classes: int = 11, aspp_channels: int = 128) -> None:
+    def __init__(self, num_classes: int = 11, aspp_channels: int = 128, width: int = 64) -> None:
         super().__init__()
-        self.backbone = ResNet18Backbone(dilate_last=True)
-        self.aspp = ASPP(512, aspp_channels)
+        self.backbone = ResNet18Backbone(dilate_last=True, width=width)
+        self.aspp = ASPP(self.backbone.out_channels, aspp_channels)
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
 
     def features(self, x):
