@@ -1,0 +1,78 @@
+"""``attrsr bspa bank``: BSPA's sub-image bank and its report; ``attrsr bspa report``: finished runs
+scored on a bank (per-class PSNR, the trained models' MSE histogram)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from attrsr.cli._app import _App, _Group, app, user_errors
+from attrsr.cli._common import MODEL_ARG_HELP, MODEL_HELP, parse_model_args, parse_model_spec, resolve_model
+
+bspa_app = _App(name="bspa", cls=_Group, no_args_is_help=True, help="BSPA's sub-image bank and reports (METHODS.md §3).")
+app.add_typer(bspa_app, name="bspa")
+
+
+@bspa_app.command("bank")
+@user_errors
+def bank_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Bank folder: bank.csv, classes.json, bank.md/.html and PNGs."),
+    data: str = typer.Option("291", "--data", "-d", help="Training images (a folder, '291', '291:train', 'samples:train', …); use the recipe's data.train to reuse the bank in training."),
+    scale: int = typer.Option(4, "--scale", "-s", help="Upscaling factor."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Scorer. " + MODEL_HELP),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Scorer checkpoint (.pth/.pt/.safetensors)."),
+    model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help=MODEL_ARG_HELP),
+    size: Optional[int] = typer.Option(None, "--size", help="LR sub-image side (default 128 // scale: ClassSR's HR 128; the CPU recipes use their 32-px patch)."),
+    step: Optional[int] = typer.Option(None, "--step", help="Stride between sub-images in LR pixels (default size // 2)."),
+    k: int = typer.Option(10, "--k", help="Number of difficulty classes K (2..100)."),
+    factor: float = typer.Option(10.0, "--factor", help="Imbalance factor N_1/N_K (1..1000)."),
+    batch: int = typer.Option(64, "--batch", help="Sub-images per forward pass of the scorer."),
+    examples: int = typer.Option(6, "--examples", help="Example sub-images per class in the report."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default ~/.cache/attrsr or $ATTRSR_CACHE); the scores are kept beside it."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow legacy pickled checkpoints (runs code in the file: trust it)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Score every sub-image of the training images with a pretrained model and sort them into K
+    long-tail difficulty classes; reuse the folder in a recipe with ``bank: FOLDER``."""
+    from attrsr.data.artifacts import cached_per_image
+    from attrsr.data.bank import build_bank, check_classes, write_bank
+    from attrsr.data.cache import prepare_cache
+    from attrsr.data.datasets import open_dataset
+    from attrsr.errors import AttrsrError
+    from attrsr.fileio import check_output, staged_dir
+    from attrsr.report.bspa import write_bank_report
+
+    check_output(out, "--out", "staged")
+    check_classes(k, factor)
+    size = size if size is not None else 128 // scale
+    step = step if step is not None else max(1, size // 2)
+    for value, what in ((size, "--size"), (step, "--step"), (batch, "--batch"), (examples, "--examples")):
+        if value < 1:
+            raise AttrsrError(f"{what} must be >= 1, got {value}")
+    ds = open_dataset(data, scale)
+    name, weights = parse_model_spec(model, weights)
+    scorer = resolve_model(name, weights, scale, allow_pickle=allow_pickle, model_args=parse_model_args(model_arg))
+    if int(getattr(scorer, "scale", scale)) != scale:
+        raise AttrsrError(f"the scorer is ×{scorer.scale} but --scale is {scale}; give a ×{scale} model")
+    show = progress and sys.stderr.isatty()
+    images = prepare_cache(ds, cache_dir, progress=show)
+    bank = build_bank(
+        images.names, images.lr, images.hr, scorer.eval(), size=size, step=step, scale=scale, k=k, factor=factor, batch=batch,
+        cache=lambda n, key, compute: cached_per_image(images, n, key, compute, progress=show),
+        meta={"scorer": {"model": name or ("demo" if weights is None else None), "weights": str(weights) if weights else None},
+              "data": data},
+    )
+    index = {n: i for i, n in enumerate(images.names)}
+    with staged_dir(out) as stage:
+        write_bank(bank, stage)
+        write_bank_report(bank, lambda n: images.hr(index[n]), stage, per_class=examples)
+    skipped = bank.meta["skipped_images"]
+    if skipped:
+        typer.echo(f"skipped {skipped} of {len(images)} images smaller than a {size}-px LR sub-image "
+                   f"(e.g. {', '.join(bank.meta['skipped_examples'][:3])})")
+    typer.echo(f"{len(bank)} sub-images of {size} px (step {step}) from {bank.meta['images']} images in K={k} classes "
+               f"(μ = {bank.classes.mu:.4f}); sizes {bank.classes.sizes}")
+    typer.echo(f"bank: {out / 'bank.csv'} ({out / 'classes.json'}); report: {out / 'bank.html'}")
