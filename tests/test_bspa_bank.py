@@ -79,3 +79,83 @@ def test_bank_command_refuses_bad_input_in_one_line(folder, tmp_path, args, word
     res = _bank(["--data", str(folder), "--out", str(tmp_path / "bank"), *args], tmp_path)
     one_line_error(res, *words)
     assert not (tmp_path / "bank").exists()
+
+
+def test_pooled_psnr_is_the_psnr_of_the_mean_squared_error():
+    from attrsr.data.bank import pooled_psnr
+
+    mse = np.array([1.0, 4.0, 0.0])  # 8-bit units; the last crop exact
+    psnrs = [10 * np.log10(255**2 / m) if m else np.inf for m in mse]
+    assert pooled_psnr(psnrs) == pytest.approx(10 * np.log10(255**2 / mse.mean()), abs=1e-9)
+    assert pooled_psnr([np.inf, np.inf]) == np.inf and pooled_psnr([30.0]) == pytest.approx(30.0)
+
+
+def _fake_run(folder, seed, noise=0.0, scale=2):
+    """A run folder holding the shipped demo model (optionally with noise on its convolutions)."""
+    from safetensors.torch import load_file, save_file
+
+    from attrsr.config import dump_config, load_config
+    from engine_helpers import REPO
+
+    folder.mkdir(parents=True)
+    cfg = load_config(REPO / "configs" / f"demo-x{scale}.yaml", [f"seed={seed}"])
+    (folder / "config.yaml").write_text(dump_config(cfg))
+    state = load_file(str(REPO / "src" / "attrsr" / "assets" / f"demo-x{scale}.safetensors"))
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: v + noise * v.std() * torch.randn(v.shape, generator=gen) if v.ndim == 4 else v for k, v in state.items()}
+    save_file(state, str(folder / "model.safetensors"))
+
+
+def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
+    from attrsr.metrics import psnr
+    from attrsr.models.pretrained import load_default
+
+    assert _bank(["--data", str(folder), "--k", "3", "--factor", "2", "--out", str(tmp_path / "bank")], tmp_path).exit_code == 0
+    exp = tmp_path / "exp" / "runs"
+    for seed in (0, 1):
+        _fake_run(exp / "uniform" / f"seed{seed}", seed)  # the scorer itself
+        _fake_run(exp / "noisy" / f"seed{seed}", seed, noise=0.5)
+    res = CliRunner().invoke(app, ["bspa", "report", str(tmp_path / "exp"), "--bank", str(tmp_path / "bank"), "--out",
+                                   str(tmp_path / "rep"), "--no-progress"], env={"ATTRSR_CACHE": str(tmp_path / "cache")})
+    assert res.exit_code == 0, res.output
+    rep = json.loads((tmp_path / "rep" / "bspa_report.json").read_text())
+    bank = read_bank(tmp_path / "bank")
+    assert rep["baseline"] == "uniform" and rep["seeds"] == {"noisy": [0, 1], "uniform": [0, 1]} and rep["sub_images"] == 18
+    # the scorer run reproduces the bank's MSEs; its shares of the bank's classes are the class sizes (± a boundary row)
+    assert np.allclose(rep["mean_mse"]["uniform"], bank.mse, rtol=1e-5)
+    shares = {r["model"]: r for r in rep["shares"]}
+    assert [shares["scorer (bank)"][f"class{c}"] for c in range(3)] == pytest.approx([8 / 18, 6 / 18, 4 / 18])
+    assert all(abs(shares["uniform"][f"class{c}"] - shares["scorer (bank)"][f"class{c}"]) <= 1 / 18 + 1e-12 for c in range(3))
+    assert shares["noisy"]["mean_mse"] > 1.2 * shares["uniform"]["mean_mse"]
+    # per-class Y-PSNR recomputed directly for the scorer
+    model = load_default(2)
+    rows = {(r["variant"], r["class"]): r for r in rep["per_class"]}
+    for c in range(3):
+        values = []
+        for j in np.flatnonzero(bank.classes.classes == c):
+            hr = torch.from_numpy(read_image(folder / f"{bank.names[j]}.png")).permute(2, 0, 1).float() / 255
+            from attrsr.resize import imresize
+
+            lr = (imresize(hr, 0.5).clamp(0, 1) * 255).round() / 255
+            t, l = int(bank.top[j]), int(bank.left[j])
+            with torch.no_grad():
+                sr = model(lr[None, :, t : t + 16, l : l + 16])[0].clamp(0, 1)
+            values.append(psnr(sr, hr[:, 2 * t : 2 * t + 32, 2 * l : 2 * l + 32], crop_border=2))
+        pooled = 10 * np.log10(1 / np.mean(10 ** (-np.array(values) / 10)))  # the class's squared errors pooled
+        assert rows[("uniform", c)]["psnr_y"] == pytest.approx(pooled, abs=1e-6)
+        assert rows[("uniform", c)]["std"] == 0.0 and rows[("uniform", c)]["n"] == bank.classes.sizes[c]
+        assert rows[("noisy", c)]["delta"] < 0 and rows[("noisy", c)]["delta"] == pytest.approx(rows[("noisy", c)]["psnr_y"] - rows[("uniform", c)]["psnr_y"])
+    for name in ("bspa_report.md", "bspa_report.html", "per_class.png", "mse_hist.png", "per_class.csv", "shares.csv", "bank.html"):
+        assert (tmp_path / "rep" / name).stat().st_size > 200
+    assert "| noisy | 0 |" in (tmp_path / "rep" / "bspa_report.md").read_text()
+
+    # bad input: one line, no report folder
+    _fake_run(tmp_path / "x4" / "seed0", 0, scale=4)
+    (tmp_path / "empty").mkdir()
+    for args, words in [([str(tmp_path / "x4")], ["trains ×4, the bank is ×2"]),
+                        ([str(tmp_path / "empty")], ["no finished run in it"]),
+                        ([str(tmp_path / "exp"), "--baseline", "bspa"], ["--baseline bspa", "noisy, uniform"])]:
+        res = CliRunner().invoke(app, ["bspa", "report", *args, "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "bad")],
+                                 env={"ATTRSR_CACHE": str(tmp_path / "cache")})
+        one_line_error(res, *words)
+        assert not (tmp_path / "bad").exists()

@@ -62,7 +62,7 @@ def bank_command(
     bank = build_bank(
         images.names, images.lr, images.hr, scorer.eval(), size=size, step=step, scale=scale, k=k, factor=factor, batch=batch,
         cache=lambda n, key, compute: cached_per_image(images, n, key, compute, progress=show),
-        meta={"scorer": {"model": name or ("demo" if weights is None else None), "weights": str(weights) if weights else None},
+        meta={"scorer": {"model": name or getattr(scorer, "zoo_name", None) or "demo", "weights": str(weights) if weights else None},
               "data": data},
     )
     index = {n: i for i, n in enumerate(images.names)}
@@ -76,3 +76,80 @@ def bank_command(
     typer.echo(f"{len(bank)} sub-images of {size} px (step {step}) from {bank.meta['images']} images in K={k} classes "
                f"(μ = {bank.classes.mu:.4f}); sizes {bank.classes.sizes}")
     typer.echo(f"bank: {out / 'bank.csv'} ({out / 'classes.json'}); report: {out / 'bank.html'}")
+
+
+def _find_runs(paths: list[Path]) -> list[Path]:
+    """Run folders (config.yaml + model.safetensors) named directly or found below the given folders."""
+    from attrsr.errors import AttrsrError
+
+    found: list[Path] = []
+    for p in paths:
+        if not p.is_dir():
+            raise AttrsrError(f"{p}: not a folder; give run folders (runs/<variant>/seed<k>) or an experiment folder")
+        here = [p] if (p / "model.safetensors").is_file() else sorted(m.parent for m in p.rglob("model.safetensors"))
+        here = [r for r in here if (r / "config.yaml").is_file()]
+        if not here:
+            raise AttrsrError(f"{p}: no finished run in it (a run folder holds config.yaml and model.safetensors)")
+        found += [r for r in here if r not in found]
+    return found
+
+
+@bspa_app.command("report")
+@user_errors
+def report_command(
+    runs: list[Path] = typer.Argument(..., help="Finished run folders (runs/<variant>/seed<k>) or folders holding them (an experiment's --out)."),
+    bank_dir: Path = typer.Option(..., "--bank", "-b", help="Bank folder (attrsr bspa bank, or a bspa run folder)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Report folder: bspa_report.md/.html/.json, per_class.png, mse_hist.png, CSVs, and the bank's report (bank.html)."),
+    baseline: Optional[str] = typer.Option(None, "--baseline", help="Variant the others are compared with (default: 'uniform' when present, else the first)."),
+    per_class: int = typer.Option(0, "--per-class", help="Score a fixed sample of this many sub-images per class (0: all)."),
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="The bank's images (default: the data recorded in classes.json)."),
+    batch: int = typer.Option(64, "--batch", help="Sub-images per forward pass."),
+    cache_dir: Optional[Path] = typer.Option(None, "--cache-dir", help="Decoded-image cache (default ~/.cache/attrsr or $ATTRSR_CACHE)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+) -> None:
+    """Per-class Y-PSNR of finished runs (uniform vs inverse vs BSPA, the paper's Fig. 3) and their MSE
+    histogram against the bank's scorer (Fig. 5), all on one bank's sub-images."""
+    import re
+
+    from attrsr.config import load_config
+    from attrsr.data.bank import read_bank
+    from attrsr.data.cache import prepare_cache
+    from attrsr.data.datasets import open_dataset
+    from attrsr.errors import AttrsrError
+    from attrsr.experiment import load_run_model
+    from attrsr.fileio import check_output, staged_dir
+    from attrsr.report.bspa import runs_report, score_models, select_rows, write_bank_report, write_runs_report
+
+    check_output(out, "--out", "staged")
+    if per_class < 0 or batch < 1:
+        raise AttrsrError(f"--per-class must be >= 0 and --batch >= 1, got {per_class} and {batch}")
+    bank = read_bank(bank_dir)
+    folders = _find_runs(runs)
+    spec = data or bank.meta.get("data")
+    if not spec:
+        raise AttrsrError(f"{bank_dir}: classes.json does not say which images the bank was built on; give --data")
+    models, seen = [], set()
+    for folder in folders:
+        cfg = load_config(folder / "config.yaml")
+        variant = folder.parent.name if re.fullmatch(r"seed\d+", folder.name) else folder.name
+        if (variant, cfg.seed) in seen:
+            raise AttrsrError(f"{folder}: a second run of variant {variant!r} with seed {cfg.seed}; give each run once")
+        if cfg.scale != bank.scale:
+            raise AttrsrError(f"{folder}: the run trains ×{cfg.scale}, the bank is ×{bank.scale}; give a bank of the runs' scale")
+        seen.add((variant, cfg.seed))
+        models.append((variant, cfg.seed, load_run_model(folder, cfg)))
+    variants = list(dict.fromkeys(v for v, _, _ in models))
+    baseline = baseline or ("uniform" if "uniform" in variants else variants[0])
+    if baseline not in variants:
+        raise AttrsrError(f"--baseline {baseline}: not among the runs' variants ({', '.join(variants)})")
+    show = progress and sys.stderr.isatty()
+    images = prepare_cache(open_dataset(spec, bank.scale), cache_dir, progress=show)
+    bank.image_indices(images.names, images.lr_sizes, where=f"bank {bank_dir}")  # every row on these images
+    index = {n: i for i, n in enumerate(images.names)}
+    rows = select_rows(bank, per_class)
+    scores = score_models(models, bank, lambda n: images.lr(index[n]), lambda n: images.hr(index[n]), rows, batch=batch, progress=show)
+    report = runs_report(scores, bank, rows, baseline)
+    with staged_dir(out) as stage:
+        write_runs_report(report, stage)
+        write_bank_report(bank, lambda n: images.hr(index[n]), stage)  # the bank's own figures beside the runs' 
+    typer.echo(f"{len(models)} runs ({', '.join(variants)}) on {len(rows)} sub-images; report: {out / 'bspa_report.html'}")

@@ -136,6 +136,15 @@ def score_crops(model: torch.nn.Module, crops: Sequence[tuple[np.ndarray, np.nda
     return out if psnr_y else out[:, 0]
 
 
+def pooled_psnr(psnrs) -> float:
+    """The PSNR of equal-size crops taken together (their mean squared error pooled): −10·log10 of the mean
+    of 10^(−PSNR/10). Unlike the mean of per-crop PSNRs it stays finite when a flat crop is reproduced
+    exactly (PSNR = inf)."""
+    v = np.asarray(psnrs, dtype=np.float64)
+    mean = float(np.mean(10.0 ** (-v / 10.0)))
+    return float(-10.0 * np.log10(mean)) if mean > 0 else float("inf")
+
+
 def build_bank(
     names: Sequence[str],
     lr: Callable[[int], np.ndarray],
@@ -198,7 +207,7 @@ def write_bank(bank: SubImageBank, folder: str | Path) -> None:
     out = csv.writer(buf, lineterminator="\n")
     out.writerow(COLUMNS)
     for row in zip(bank.names, bank.top.tolist(), bank.left.tolist(), bank.mse.tolist(), bank.classes.classes.tolist()):
-        out.writerow([row[0], row[1], row[2], bank.size, f"{row[3]:.8g}", row[4]])
+        out.writerow([row[0], row[1], row[2], bank.size, f"{row[3]:.9g}", row[4]])  # 9 digits: float32 scores round-trip
     write_bytes_atomic(folder / "bank.csv", buf.getvalue().encode())
     write_json_atomic(folder / "classes.json", bank.classes_json())
 

@@ -124,8 +124,9 @@ class BSPA(Method):
         return scorer.eval().to(self.ctx.device)
 
     def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
-        """Y-PSNR (border = scale, 8-bit SR) per difficulty class on a fixed sample of its sub-images:
+        """Y-PSNR (border = scale, 8-bit SR; the sub-images' errors pooled) per difficulty class on a fixed sample of its sub-images:
         rows ``bspa-class<k>`` (class 0 = easiest). Drawn from the training bank (train classes)."""
+        from attrsr.data.bank import pooled_psnr
         from attrsr.metrics import psnr
 
         rows = []
@@ -139,8 +140,8 @@ class BSPA(Method):
                 with torch.no_grad():
                     sr = model(lr[None].to(self.ctx.device))[0].clamp(0, 1).cpu()
                 values.append(psnr(sr, torch.from_numpy(hr).permute(2, 0, 1).float() / 255, crop_border=s))
-            if values:
-                rows.append({"dataset": f"bspa-class{c}", "psnr_y": float(np.mean(values)), "n": len(values)})
+            if values:  # pooled: a flat sub-image reproduced exactly (PSNR inf) does not make the class inf
+                rows.append({"dataset": f"bspa-class{c}", "psnr_y": pooled_psnr(values), "n": len(values)})
         return rows
 
     # -- sampling ----------------------------------------------------------------------------

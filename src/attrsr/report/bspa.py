@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attrsr.data.bank import SubImageBank, score_crops
+from attrsr.data.bank import SubImageBank, pooled_psnr, score_crops
 from attrsr.errors import AttrsrError
 from attrsr.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from attrsr.report.html import HtmlPage
@@ -149,4 +149,183 @@ def write_bank_report(bank: SubImageBank, hr_of: Callable[[str], np.ndarray], ou
     page.heading("Class sizes").table(rows, digits=4)
     page.heading("Example sub-images").image(examples, "Rows: classes, easiest at the top; titles: the scorer's MSE.")
     paths["html"] = page.write(out / "bank.html")
+    return paths
+
+
+# --------------------------------------------------------------------------------------------
+# Finished runs scored on a bank
+
+
+def select_rows(bank: SubImageBank, per_class: int | None, seed: int = 0) -> np.ndarray:
+    """Row indices scored by the runs report: all of them, or a fixed sample of ``per_class`` per class."""
+    if not per_class:
+        return np.arange(len(bank))
+    return np.sort(np.concatenate(list(example_items(bank, per_class, seed).values())))
+
+
+def score_models(
+    models: Sequence[tuple[str, int, torch.nn.Module]],
+    bank: SubImageBank,
+    lr_of: Callable[[str], np.ndarray],
+    hr_of: Callable[[str], np.ndarray],
+    rows: np.ndarray,
+    *,
+    batch: int = 64,
+    progress: bool = False,
+) -> dict[tuple[str, int], np.ndarray]:
+    """{(variant, seed): (len(rows), 2) array of MSE and Y-PSNR} of each model on the bank's sub-images."""
+    from attrsr.progress import progress_bar
+
+    crops = [(lr_of(bank.names[r]), hr_of(bank.names[r]), int(bank.top[r]), int(bank.left[r])) for r in rows]
+    out = {}
+    for variant, seed, model in progress_bar(models, desc="scoring runs on the bank", unit="run", enabled=progress, leave=False):
+        if int(getattr(model, "scale", bank.scale)) != bank.scale:
+            raise AttrsrError(f"{variant}/seed{seed}: the model is ×{model.scale}, the bank ×{bank.scale}; give runs and a bank of one scale")
+        out[(variant, seed)] = score_crops(model.eval(), crops, bank.size, bank.scale, batch, psnr_y=True)
+    return out
+
+
+def _class_of(mse: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
+    # class c holds the MSEs up to its threshold (inclusive), as the bank's split does
+    return np.searchsorted(np.asarray(thresholds), mse, side="left")
+
+
+def runs_report(scores: dict[tuple[str, int], np.ndarray], bank: SubImageBank, rows: np.ndarray, baseline: str | None = None) -> dict[str, Any]:
+    """Per-class Y-PSNR (a class's sub-images pooled, :func:`pooled_psnr`; mean ± std over seeds; paired
+    Δ vs ``baseline`` with a 95 % CI over seeds)
+    and the share of sub-images each variant's seed-mean MSE puts in each of the bank's classes."""
+    from attrsr.report.experiment import paired_ci
+
+    k = bank.classes.k
+    cls = bank.classes.classes[rows]
+    variants = list(dict.fromkeys(v for v, _ in scores))
+    baseline = baseline or variants[0]
+    if baseline not in variants:
+        raise AttrsrError(f"baseline variant {baseline!r} is not among the runs ({', '.join(variants)})")
+    seeds = {v: sorted(s for w, s in scores if w == v) for v in variants}
+    per_seed = {key: [pooled_psnr(val[cls == c, 1]) for c in range(k)] for key, val in scores.items()}
+    per_class = []
+    for v in variants:
+        for c in range(k):
+            vals = [per_seed[(v, s)][c] for s in seeds[v]]
+            row = {"variant": v, "class": c, "n": int((cls == c).sum()), "psnr_y": float(np.mean(vals)),
+                   "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None, "seeds": len(vals)}
+            common = [s for s in seeds[v] if s in seeds[baseline]]
+            if v != baseline and common:
+                diffs = [per_seed[(v, s)][c] - per_seed[(baseline, s)][c] for s in common]
+                row["delta"] = float(np.mean(diffs))
+                ci = paired_ci(diffs)
+                row["ci95"] = list(ci) if ci is not None else None
+            per_class.append(row)
+    shares = [{"model": "scorer (bank)", **{f"class{c}": float((cls == c).mean()) for c in range(k)},
+               "mean_mse": float(bank.mse[rows].mean()), "p99_mse": float(np.percentile(bank.mse[rows], 99))}]
+    mean_mse = {}
+    for v in variants:
+        mse = np.mean([scores[(v, s)][:, 0] for s in seeds[v]], axis=0)
+        mean_mse[v] = mse.tolist()
+        of = _class_of(mse, bank.classes.thresholds)
+        shares.append({"model": v, **{f"class{c}": float((of == c).mean()) for c in range(k)},
+                       "mean_mse": float(mse.mean()), "p99_mse": float(np.percentile(mse, 99))})
+    return {"baseline": baseline, "variants": variants, "seeds": seeds, "k": k, "sub_images": int(len(rows)),
+            "thresholds": bank.classes.thresholds, "per_class": per_class, "shares": shares,
+            "per_seed": {f"{v}/seed{s}": per_seed[(v, s)] for v, s in scores}, "mean_mse": mean_mse,
+            "bank_mse": bank.mse[rows].tolist()}
+
+
+def per_class_png(report: dict[str, Any]) -> bytes:
+    """Top: Y-PSNR per class per variant (mean ± std over seeds); bottom: Δ vs the baseline (95 % CI)."""
+    plt = _plt()
+    variants, base, k = report["variants"], report["baseline"], report["k"]
+    others = [v for v in variants if v != base]
+    fig, axes = plt.subplots(2 if others else 1, 1, figsize=(7.5, 6.4 if others else 3.6), squeeze=False)
+    ax = axes[0][0]
+    for i, v in enumerate(variants):
+        rows = [r for r in report["per_class"] if r["variant"] == v]
+        ax.errorbar(np.arange(k) + 0.06 * (i - len(variants) / 2), [r["psnr_y"] for r in rows],
+                    yerr=[r["std"] or 0.0 for r in rows], marker="o", ms=3, capsize=3, label=v)
+    ax.set_ylabel("Y-PSNR (dB), mean ± std over seeds")
+    ax.set_xticks(range(k))
+    ax.set_title(f"per-class PSNR on {report['sub_images']} bank sub-images (class 0 = easiest)")
+    ax.legend(fontsize=8)
+    if others:
+        ax = axes[1][0]
+        for i, v in enumerate(others):
+            rows = [r for r in report["per_class"] if r["variant"] == v]
+            d = np.array([r.get("delta", np.nan) for r in rows])
+            ci = [r.get("ci95") or [r.get("delta", np.nan)] * 2 for r in rows]
+            err = [d - np.array([c[0] for c in ci]), np.array([c[1] for c in ci]) - d]
+            ax.errorbar(np.arange(k) + 0.08 * (i - len(others) / 2), d, yerr=err, fmt="o", capsize=3, label=v)
+        ax.axhline(0, color="grey", lw=0.8, ls="--")
+        ax.set_xticks(range(k))
+        ax.set_xlabel("difficulty class")
+        ax.set_ylabel(f"Δ vs {base} (dB), 95% CI")
+        ax.legend(fontsize=8)
+    else:
+        ax.set_xlabel("difficulty class")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def mse_histogram_png(report: dict[str, Any]) -> bytes:
+    """The bank scorer's MSE histogram and each variant's (seed-mean MSE per sub-image), log axis,
+    the bank's thresholds dashed: a trained model that shortens the tail moves mass left of them."""
+    plt = _plt()
+    series = {"scorer (bank)": np.asarray(report["bank_mse"])} | {v: np.asarray(m) for v, m in report["mean_mse"].items()}
+    series = {n: _floor(v) for n, v in series.items()}
+    bins = _log_bins(list(series.values()))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for i, (name, v) in enumerate(series.items()):
+        ax.hist(v, bins=bins, histtype="step", lw=1.6 if i else 1.2, ls="-" if i else ":", color="k" if not i else None, label=name)
+    for t in report["thresholds"]:
+        ax.axvline(max(t, bins[0]), color="grey", ls="--", lw=0.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("MSE per sub-image ([0, 1] RGB, log scale)")
+    ax.set_ylabel("sub-images")
+    ax.set_title("MSE histogram on the bank: trained models vs the scorer (dashed: class thresholds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _per_class_display(report: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for r in report["per_class"]:
+        row = {"variant": r["variant"], "class": r["class"], "n": r["n"],
+               "Y-PSNR": f"{r['psnr_y']:.2f} ± {r['std']:.2f}" if r["std"] is not None else f"{r['psnr_y']:.2f}", "seeds": r["seeds"]}
+        if "delta" in r:
+            ci = r.get("ci95")
+            row[f"Δ vs {report['baseline']}"] = f"{r['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+        out.append(row)
+    return out
+
+
+def write_runs_report(report: dict[str, Any], out: str | Path, title: str = "BSPA: per-class PSNR and MSE tails") -> dict[str, Path]:
+    """``bspa_report.json``, ``per_class.csv``, ``shares.csv``, ``per_class.png``, ``mse_hist.png``,
+    ``bspa_report.md`` and ``bspa_report.html`` in ``out``."""
+    from attrsr.report.experiment import CI_METHOD
+
+    out = Path(out)
+    pc, hist = per_class_png(report), mse_histogram_png(report)
+    table = [{k: (v if not isinstance(v, list) else " ".join(f"{x:.4f}" for x in v)) for k, v in r.items()} for r in report["per_class"]]
+    paths = {
+        "json": write_json_atomic(out / "bspa_report.json", report),
+        "per_class_csv": write_text_atomic(out / "per_class.csv", to_csv(table)),
+        "shares_csv": write_text_atomic(out / "shares.csv", to_csv(report["shares"])),
+        "per_class_png": write_bytes_atomic(out / "per_class.png", pc),
+        "mse_png": write_bytes_atomic(out / "mse_hist.png", hist),
+    }
+    runs = ", ".join(f"{v} (seeds {report['seeds'][v]})" for v in report["variants"])
+    md = [f"# {title}", "", f"Runs: {runs}; baseline `{report['baseline']}`; {report['sub_images']} bank sub-images. "
+          "Y-PSNR (8-bit SR, border = scale) of each class's sub-images pooled (their mean squared error), then mean ± std over seeds.", "",
+          "## Per-class Y-PSNR", "", to_markdown(_per_class_display(report)), "", CI_METHOD + ".", "", "![per-class PSNR](per_class.png)", "",
+          "## Share of sub-images in each bank class (by the bank's MSE thresholds)", "", to_markdown(report["shares"]), "",
+          "![MSE histogram](mse_hist.png)", "", "The bank itself (its histogram, classes and examples): [bank.md](bank.md).", ""]
+    paths["md"] = write_text_atomic(out / "bspa_report.md", "\n".join(md))
+    page = HtmlPage(title, f"baseline {report['baseline']}; {report['sub_images']} bank sub-images")
+    page.paragraph(f"Runs: {runs}.")
+    page.image(pc, "Top: Y-PSNR per difficulty class, mean ± std over seeds. Bottom: paired Δ vs the baseline, 95% CI over seeds.")
+    page.heading("Per-class Y-PSNR").table(_per_class_display(report)).paragraph(CI_METHOD + ".")
+    page.image(hist, "MSE per sub-image: the bank's scorer (dotted) and each variant's seed-mean; dashed: the bank's class thresholds.")
+    page.heading("Share of sub-images in each bank class").table(report["shares"], digits=4)
+    paths["html"] = page.write(out / "bspa_report.html")
     return paths
