@@ -121,3 +121,52 @@ def test_method_reuses_a_bank_by_path_and_checks_it(tmp_path, cache):
         with pytest.raises(AttrsrError, match=re.escape(msg)):
             run(tiny_config(cache, "train.iterations=1", _bspa(**params)), tmp_path / f"run-{name}")
         assert not (tmp_path / f"run-{name}" / "model.safetensors").exists()  # refused before training
+
+
+def _synthetic_bank(folder):
+    """A bank of the tiny recipe's images (samples:train ×2, 16-px sub-images, step 8) with random scores:
+    for tests of the training loop that need no scoring pass."""
+    from attrsr.data.bank import SubImageBank, write_bank
+    from attrsr.data.datasets import open_dataset
+    from attrsr.data.longtail import long_tail_classes
+
+    ds = open_dataset("samples:train", 2)
+    names, tops, lefts = [], [], []
+    for i, e in enumerate(ds.entries):
+        for t in range(0, 24, 8):
+            for left in range(0, 24, 8):
+                names.append(e.name), tops.append(t), lefts.append(left)
+    mse = np.random.default_rng(0).lognormal(-7, 1, size=len(names))
+    bank = SubImageBank(names, np.array(tops), np.array(lefts), mse, long_tail_classes(mse, 4, 4), 16, 8, 2, {"data": "samples:train"})
+    folder.mkdir()
+    write_bank(bank, folder)
+    return folder
+
+
+def test_frozen_weights_stay_bit_identical_for_100_steps_and_the_ema_sees_them(tmp_path, cache, monkeypatch):
+    """One refresh at step 3, then 100 optimiser steps: the frozen weights never move (bit for bit) and
+    the EMA is the hand-computed average of the weights as restored after every step."""
+    from attrsr.methods.bspa import BSPA
+
+    original = BSPA._refresh
+    monkeypatch.setattr(BSPA, "_refresh", lambda self, step: original(self, step) if self.refreshes == 0 else None)
+    decay = 0.9
+    spec = _bspa(val_per_class=0, bank=str(_synthetic_bank(tmp_path / "bank")), k=None)[len("methods=[") : -1]
+    recorder = json.dumps({"name": "hook_methods:WeightRecorder"})
+    tr = run(tiny_config(cache, "train.iterations=103", f"train.ema={decay}", "train.log_every=50", f"methods=[{spec}, {recorder}]"),
+             tmp_path / "run")
+    bspa, rec = tr.methods.methods
+    assert bspa.refreshes == 1 and len(rec.snapshots) == 103
+    state_name = {id(v): k for k, v in tr.model.state_dict(keep_vars=True).items()}
+    param_name = {state_name[id(p)]: n for n, p in tr.model.named_parameters()}
+    frozen = {param_name[n]: (m, bspa.frozen[n]) for n, m in bspa.masks.items() if m.any()}
+    assert sum(int(m.sum()) for m, _ in frozen.values()) > 100
+    for snap in rec.snapshots[2:]:  # step 3 (the refresh) and the 100 steps after it
+        assert all(torch.equal(snap[n][m], f[m]) for n, (m, f) in frozen.items())
+    assert any(not torch.equal(rec.snapshots[-1][n][~m], f[~m]) for n, (m, f) in frozen.items())  # the rest trained on
+    expected = {k: v.double() for k, v in rec.snapshots[0].items()}
+    for snap in rec.snapshots[1:]:
+        expected = {k: decay * expected[k] + (1 - decay) * snap[k].double() for k in expected}
+    ema = dict(tr.ema.module.named_parameters())
+    for k, v in expected.items():
+        torch.testing.assert_close(ema[k].double(), v, rtol=0, atol=1e-7)
