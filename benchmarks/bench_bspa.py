@@ -1,6 +1,7 @@
-"""BSPA's costs at the CPU recipe's cadence (configs/experiments/bspa-cpu.yaml: EDSR-s ×4, batch 16 of
-32-px LR patches, a refresh every 500 of 3000 iterations = 50 inverse fine-tuning steps + parameter IG
-over M = 20 path points on 2 batches), measured in one run:
+"""BSPA's costs at the CPU cadences, measured in one run: the method's defaults on the CPU recipe
+(EDSR-s ×4 of configs/cpu/edsr-s-x4.yaml, batch 16 of 32-px LR patches; a refresh every 500 of 3000
+iterations = 50 inverse fine-tuning steps + parameter IG over M = 20 path points on 2 batches) and the
+shortened grid configs/experiments/bspa-cpu.yaml (every 150 of 500 iterations, 25 fine-tuning steps):
 
     PYTHONPATH=src python benchmarks/bench_bspa.py [--repeats 5] [--threads 1] [--measure-steps 10 --measure-points 5]
 
@@ -101,18 +102,21 @@ def main() -> None:
 
     t_hi = ig(m_hi)
     per_point = t_hi / m_hi  # the endpoint losses spread over the points: slightly high when scaled up
-    t_ig = per_point * args.ig_steps
-    t_refresh = t_ft + t_ig
-    n_refresh = len(range(args.every, args.iterations, args.every))
-    per_cycle = t_refresh / (args.every * t_step + t_refresh)
-    whole = n_refresh * t_refresh / (args.iterations * t_step + n_refresh * t_refresh)
     scaled = f" (timed {n_ft} steps and M = {m_hi}; scaled linearly)" if (n_ft, m_hi) != (args.finetune_steps, args.ig_steps) else ""
-    print(f"plain step (EDSR-s x4, batch {batch} of {size}-px LR): {1000 * t_step:.1f} ms")
-    print(f"refresh: fine-tune {args.finetune_steps} steps {t_ft:.2f} s ({t_ft / t_step:.1f} steps) + "
-          f"IG M={args.ig_steps} on {args.ig_batches} batches {t_ig:.2f} s ({t_ig / t_step:.1f} steps; {per_point / t_step:.2f} steps "
-          f"per path point) = {t_refresh:.2f} s{scaled}")
-    print(f"amortised refresh cost every {args.every} iterations: {100 * per_cycle:.1f} % of run time "
-          f"({n_refresh} refreshes in {args.iterations}: {100 * whole:.1f} %) [goal <= 10 %]")
+    print(f"plain step (EDSR-s x4, batch {batch} of {size}-px LR): {1000 * t_step:.1f} ms; fine-tuning step "
+          f"{1000 * t_ft / args.finetune_steps:.1f} ms; IG path point on {args.ig_batches} batches {1000 * per_point:.1f} ms "
+          f"({per_point / t_step:.2f} steps){scaled}")
+    cadences = [("this run's", args.every, args.finetune_steps, args.ig_steps, args.iterations)]
+    if (args.every, args.finetune_steps, args.iterations) != (150, 25, 500):
+        cadences.append(("bspa-cpu.yaml grid", 150, 25, args.ig_steps, 500))
+    for label, every, ft, m, total in cadences:
+        t_refresh = ft * t_ft / args.finetune_steps + m * per_point
+        n_refresh = len(range(every, total, every))
+        per_cycle = t_refresh / (every * t_step + t_refresh)
+        whole = n_refresh * t_refresh / (total * t_step + n_refresh * t_refresh)
+        print(f"{label} cadence (refresh every {every} of {total} iterations: {ft} fine-tuning steps + IG M={m}): refresh "
+              f"{t_refresh:.2f} s = {t_refresh / t_step:.0f} steps; amortised {100 * per_cycle:.1f} % of run time per cycle, "
+              f"{100 * whole:.1f} % over the run ({n_refresh} refreshes) [goal <= 10 %]")
 
     scorer = load_default(scale).eval()
     big = [(np.ascontiguousarray((p.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))) for p in photos]
