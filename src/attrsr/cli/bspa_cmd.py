@@ -20,7 +20,7 @@ app.add_typer(bspa_app, name="bspa")
 @user_errors
 def bank_command(
     out: Path = typer.Option(..., "--out", "-o", help="Bank folder: bank.csv, classes.json, bank.md/.html and PNGs."),
-    data: str = typer.Option("291", "--data", "-d", help="Training images (a folder, '291', '291:train', 'samples:train', …); use the recipe's data.train to reuse the bank in training."),
+    data: str = typer.Option("291:train", "--data", "-d", help="Training images (a folder, '291', '291:train', 'samples:train', …); a recipe reuses the bank only when this is its data.train (the CPU recipes': 291:train)."),
     scale: int = typer.Option(4, "--scale", "-s", help="Upscaling factor."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Scorer. " + MODEL_HELP),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w", help="Scorer checkpoint (.pth/.pt/.safetensors)."),
