@@ -167,8 +167,8 @@ def test_frozen_weights_stay_bit_identical_for_100_steps_and_the_ema_sees_them(t
     expected = {k: v.double() for k, v in rec.snapshots[0].items()}
     for snap in rec.snapshots[1:]:
         expected = {k: decay * expected[k] + (1 - decay) * snap[k].double() for k in expected}
-    # float32 rounding over 103 averages stays ~1e-7; an EMA of the unrestored weights would be off by
-    # about (1 − d) × an Adam step (~1e-5) on the frozen entries
+    # float32 rounding over 103 averages stays ~1e-7; an EMA of the unrestored weights would be off on the
+    # frozen entries by about one Adam step (lr 2e-4)
     ema = dict(tr.ema.module.named_parameters())
     for k, v in expected.items():
         torch.testing.assert_close(ema[k].double(), v, rtol=0, atol=1e-6)
