@@ -114,7 +114,7 @@ def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
     exp = tmp_path / "exp" / "runs"
     for seed in (0, 1):
         _fake_run(exp / "uniform" / f"seed{seed}", seed)  # the scorer itself
-        _fake_run(exp / "noisy" / f"seed{seed}", seed, noise=0.5)
+        _fake_run(exp / "noisy" / f"seed{seed}", seed, noise=2.0)
     res = CliRunner().invoke(app, ["bspa", "report", str(tmp_path / "exp"), "--bank", str(tmp_path / "bank"), "--out",
                                    str(tmp_path / "rep"), "--no-progress"], env={"ATTRSR_CACHE": str(tmp_path / "cache")})
     assert res.exit_code == 0, res.output
