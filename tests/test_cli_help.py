@@ -25,6 +25,7 @@ def _help(*command: str) -> str:
         (("interpret",), ["--allow-pickle", "--help"]),
         (("train",), ["--resume", "--help"]),
         (("demo",), ["--train", "--help"]),
+        (("bspa", "bank"), ["--allow-pickle", "--help"]),
     ],
 )
 def test_switches_are_shown_without_a_value_type(command, switches):

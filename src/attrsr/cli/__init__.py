@@ -19,6 +19,7 @@ from attrsr.cli import demo_cmd  # noqa: F401,E402
 from attrsr.cli import experiment_cmd  # noqa: F401,E402
 from attrsr.cli import augment_cmd  # noqa: F401,E402
 from attrsr.cli import prior_cmd  # noqa: F401,E402
+from attrsr.cli import bspa_cmd  # noqa: F401,E402
 
 
 def main() -> None:

@@ -2,12 +2,15 @@
 
     methods: [{name: bspa, every: 500, finetune_steps: 50, ig_steps: 20, beta: 0.1}]
 
-* **Sub-image bank**: every training image cut into LR sub-images of ``sub_size`` with ``sub_step``
-  (ClassSR's 32/16 at ×4 by default when the recipe's patch is 32), each scored by the MSE between a
-  pretrained model's SR and the HR (``scorer``: default the shipped demo model of the recipe's
-  scale), once per images/model through the engine's per-image cache (a grid of scores per image).
-  Images smaller than a sub-image give none (counted in the log). Scores sorted easy-first into K
-  long-tail classes (:mod:`attrsr.data.longtail`); ``bank.csv`` and ``classes.json`` go to the run folder.
+* **Sub-image bank** (:mod:`attrsr.data.bank`): every training image cut into LR sub-images of
+  ``sub_size`` with ``sub_step`` (ClassSR's 32/16 at ×4 by default when the recipe's patch is 32), each
+  scored by the MSE between a pretrained model's SR and the HR (``scorer``: default the shipped demo
+  model of the recipe's scale), once per images/model through the engine's per-image cache (a grid of
+  scores per image). Images smaller than a sub-image give none (counted in the log). Scores sorted
+  easy-first into K long-tail classes (:mod:`attrsr.data.longtail`); ``bank.csv`` and ``classes.json``
+  go to the run folder. ``bank: PATH`` reuses a bank built by ``attrsr bspa bank`` instead, after
+  checking it against the recipe (scale, sub-image size and step, K and factor when the recipe
+  gives them, its images in the training set) — one error line before training otherwise.
 * **Samplers** (this method owns the epoch's plan): ``uniform`` over the sub-images or ``inverse``
   (class ∝ 1/N_k, then uniform within); the training patch is the sub-image (``data.patch_size`` must
   equal ``sub_size``), with the usual flips and rotations.
@@ -22,8 +25,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -31,11 +32,10 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from attrsr.attribution.parameters import importance_mask, parameter_integrated_gradients, prunable_weights
-from attrsr.data.longtail import long_tail_classes, sample_inverse
+from attrsr.data.longtail import sample_inverse
 from attrsr.data.samplers import SamplePlan
 from attrsr.engine.hooks import Method, MethodContext, register_method
 from attrsr.errors import AttrsrError
-from attrsr.fileio import write_bytes_atomic
 
 
 class Scorer(BaseModel):
@@ -49,6 +49,7 @@ class BSPAParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     sub_size: int | None = Field(None, ge=4, description="LR sub-image side (default data.patch_size)")
     sub_step: int | None = Field(None, ge=1, description="stride between sub-images (default sub_size // 2)")
+    bank: str | None = Field(None, description="a bank folder from `attrsr bspa bank` (checked against the recipe); default: build one")
     k: int = Field(10, ge=2, le=100)
     factor: float = Field(10.0, ge=1.0, le=1000.0)
     scorer: Scorer = Field(default_factory=Scorer)
@@ -65,29 +66,6 @@ class BSPAParams(BaseModel):
     freeze: Literal["restore", "mask_grad"] = "restore"
 
 
-def _score_image(model: torch.nn.Module, lr: np.ndarray, hr: np.ndarray, size: int, step: int, scale: int, batch: int) -> np.ndarray:
-    """MSE of ``model`` on every sub-image of one image: (rows, cols) float32 (empty if too small)."""
-    h, w = lr.shape[:2]
-    tops, lefts = range(0, h - size + 1, step), range(0, w - size + 1, step)
-    out = np.zeros((len(tops), len(lefts)), dtype=np.float32)
-    if not len(tops) or not len(lefts):
-        return out
-    x = torch.from_numpy(np.array(lr)).permute(2, 0, 1).float() / 255
-    y = torch.from_numpy(np.array(hr)).permute(2, 0, 1).float() / 255
-    pos = [(i, j) for i in range(len(tops)) for j in range(len(lefts))]
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for lo in range(0, len(pos), batch):
-            chunk = pos[lo : lo + batch]
-            lrs = torch.stack([x[:, tops[i] : tops[i] + size, lefts[j] : lefts[j] + size] for i, j in chunk]).to(device)
-            hrs = torch.stack([y[:, s * tops[i] : s * (tops[i] + size), s * lefts[j] : s * (lefts[j] + size)]
-                               for i, j in chunk for s in [scale]]).to(device)
-            mse = ((model(lrs).clamp(0, 1) - hrs) ** 2).flatten(1).mean(1).cpu().numpy()
-            for (i, j), v in zip(chunk, mse):
-                out[i, j] = v
-    return out
-
-
 @register_method("bspa")
 class BSPA(Method):
     """Bi-sampling with parameter-attribution freezing (see the module doc)."""
@@ -96,8 +74,7 @@ class BSPA(Method):
     owns: ClassVar[frozenset[str]] = frozenset({"sampler"})
 
     def setup(self, ctx: MethodContext) -> None:
-        from attrsr import models
-        from attrsr.data.artifacts import weights_hash
+        from attrsr.data.bank import build_bank, read_bank, write_bank
 
         p = self.params
         self.ctx = ctx
@@ -106,6 +83,36 @@ class BSPA(Method):
         if self.size != ctx.cfg.data.patch_size:
             raise AttrsrError(f"bspa: sub_size {self.size} must equal data.patch_size {ctx.cfg.data.patch_size} (the sub-image is the training patch)")
         scale = ctx.cfg.scale
+        if p.bank is not None:
+            where = f"bspa bank {p.bank}"
+            bank = read_bank(p.bank)
+            # k/factor given in the recipe must agree with the bank's; left out, the bank's are used
+            given = p.model_fields_set
+            bank.check_recipe(scale=scale, size=self.size, step=self.step_px, where=where,
+                              k=p.k if "k" in given else None, factor=p.factor if "factor" in given else None)
+        else:
+            bank = build_bank(ctx.images.names, ctx.images.lr, ctx.images.hr, self._scorer(scale), size=self.size,
+                              step=self.step_px, scale=scale, k=p.k, factor=p.factor, batch=p.scorer.batch,
+                              cache=ctx.cached_per_image, meta={"scorer": p.scorer.model_dump(), "data": ctx.cfg.data.train})
+            where = "bspa"
+        self.image = bank.image_indices(ctx.images.names, ctx.images.lr_sizes, where=where)
+        self.top, self.left, self.mse, self.classes = bank.top, bank.left, bank.mse, bank.classes
+        ctx.log("bspa", {"step": ctx.step, "sub_images": len(bank), "skipped_images": bank.meta.get("skipped_images", 0),
+                         "mu": self.classes.mu, "bank": str(p.bank) if p.bank else "built"})
+        if ctx.dist.is_main:
+            write_bank(bank, ctx.out)
+        self.masks: dict[str, torch.Tensor] = {}
+        self.frozen: dict[str, torch.Tensor] = {}
+        self.refreshes = 0
+        # a fixed sample of each class's sub-images for the per-class PSNR rows (the paper's Fig. 3)
+        pick = np.random.default_rng([ctx.cfg.seed, 11])
+        self.val_items = {c: pick.permutation(np.flatnonzero(self.classes.classes == c))[: p.val_per_class]
+                          for c in range(self.classes.k)} if p.val_per_class else {}
+
+    def _scorer(self, scale: int) -> torch.nn.Module:
+        from attrsr import models
+
+        p = self.params
         if p.scorer.model == "demo":
             from attrsr.models.pretrained import load_default
 
@@ -114,45 +121,12 @@ class BSPA(Method):
             scorer = models.load(p.scorer.model, weights=p.scorer.weights, scale=scale)
         if getattr(scorer, "scale", scale) != scale:
             raise AttrsrError(f"bspa: the scorer is ×{scorer.scale}, the recipe trains ×{scale}")
-        scorer.eval().to(ctx.device)
-        key = {"scorer": weights_hash(scorer), "size": self.size, "step": self.step_px, "scale": scale}
-        grids = ctx.cached_per_image("bspa_scores", key, lambda i: _score_image(
-            scorer, ctx.images.lr(i), ctx.images.hr(i), self.size, self.step_px, scale, p.scorer.batch))
-        image, top, left, mse = [], [], [], []
-        skipped = 0
-        for i in range(len(grids)):
-            g = np.asarray(grids[i])
-            if g.size == 0:
-                skipped += 1
-                continue
-            for r in range(g.shape[0]):
-                for c in range(g.shape[1]):
-                    image.append(i), top.append(r * self.step_px), left.append(c * self.step_px), mse.append(float(g[r, c]))
-        if len(mse) < p.k:
-            raise AttrsrError(f"bspa: {len(mse)} sub-images of {self.size} px cannot fill K={p.k} classes; lower K or sub_size")
-        self.image, self.top, self.left = (np.asarray(a, dtype=np.int64) for a in (image, top, left))
-        self.mse = np.asarray(mse)
-        self.classes = long_tail_classes(self.mse, p.k, p.factor)
-        ctx.log("bspa", {"step": ctx.step, "sub_images": len(mse), "skipped_images": skipped, "mu": self.classes.mu})
-        if ctx.dist.is_main:
-            rows = ["image,top,left,size,mse,class"] + [
-                f"{ctx.images.names[i]},{t},{l},{self.size},{m:.8g},{c}"
-                for i, t, l, m, c in zip(self.image, self.top, self.left, self.mse, self.classes.classes)]
-            write_bytes_atomic(ctx.out / "bank.csv", ("\n".join(rows) + "\n").encode())
-            meta = {"k": p.k, "factor": p.factor, "mu": self.classes.mu, "thresholds": self.classes.thresholds,
-                    "sizes": self.classes.sizes, "scorer": p.scorer.model_dump(), "scale": scale, "size": self.size, "step": self.step_px}
-            write_bytes_atomic(ctx.out / "classes.json", json.dumps(meta, indent=1).encode())
-        self.masks: dict[str, torch.Tensor] = {}
-        self.frozen: dict[str, torch.Tensor] = {}
-        self.refreshes = 0
-        # a fixed sample of each class's sub-images for the per-class PSNR rows (the paper's Fig. 3)
-        pick = np.random.default_rng([ctx.cfg.seed, 11])
-        self.val_items = {c: pick.permutation(np.flatnonzero(self.classes.classes == c))[: p.val_per_class]
-                          for c in range(p.k)} if p.val_per_class else {}
+        return scorer.eval().to(self.ctx.device)
 
     def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
-        """Y-PSNR (border = scale, 8-bit SR) per difficulty class on a fixed sample of its sub-images:
+        """Y-PSNR (border = scale, 8-bit SR; the sub-images' errors pooled) per difficulty class on a fixed sample of its sub-images:
         rows ``bspa-class<k>`` (class 0 = easiest). Drawn from the training bank (train classes)."""
+        from attrsr.data.bank import pooled_psnr
         from attrsr.metrics import psnr
 
         rows = []
@@ -166,8 +140,8 @@ class BSPA(Method):
                 with torch.no_grad():
                     sr = model(lr[None].to(self.ctx.device))[0].clamp(0, 1).cpu()
                 values.append(psnr(sr, torch.from_numpy(hr).permute(2, 0, 1).float() / 255, crop_border=s))
-            if values:
-                rows.append({"dataset": f"bspa-class{c}", "psnr_y": float(np.mean(values)), "n": len(values)})
+            if values:  # pooled: a flat sub-image reproduced exactly (PSNR inf) does not make the class inf
+                rows.append({"dataset": f"bspa-class{c}", "psnr_y": pooled_psnr(values), "n": len(values)})
         return rows
 
     # -- sampling ----------------------------------------------------------------------------
