@@ -29,8 +29,8 @@ from attrsr.attribution._common import (
     objective_for,
     prepared,
 )
-from attrsr.attribution.objectives import Objective
-from attrsr.attribution.paths import BlurPath, LinearPath, Path
+from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Objective, Window, make_objective
+from attrsr.attribution.paths import BlurPath, CroppedPath, LinearPath, Path
 from attrsr.errors import AttrsrError
 
 DEFAULT_CHUNK = None
@@ -101,22 +101,33 @@ def _run_path_method(
     objective: str,
     chunk: int | None,
     channels_last: bool | None,
+    crop: bool | int | None,
     params: dict[str, Any],
 ) -> AttributionResult:
     started = time.perf_counter()
     x = as_lr_batch(model, lr)
-    chunk = _check_chunk(chunk, x.device, tuple(x.shape[-2:]))
-    params = {**params, "chunk": chunk}
+    if not (crop is None or isinstance(crop, bool) or (isinstance(crop, int) and crop >= 0)):
+        raise AttrsrError(f"crop must be True, False, None (automatic) or a reach in LR pixels >= 0, got {crop!r}")
     with prepared(model, channels_last) as fmt:
         x = x.contiguous(memory_format=fmt)
         sr = forward_checked(model, x)
         scale = infer_scale(model, x, sr)
         win, obj = objective_for(objective, window, tuple(sr.shape[-2:]))
         path = make_path(x[0])
+        box = _crop_box(model, crop, win, scale, tuple(x.shape[-2:]), OBJECTIVE_MARGIN[objective])
+        if box is not None:  # the window's own objective on the crop, in the crop's coordinates
+            path = CroppedPath(path, box)
+            obj = make_objective(objective, Window(win.x - box[0] * scale, win.y - box[1] * scale, win.size))
+        chunk = _check_chunk(chunk, x.device, tuple(path.x.shape[-2:]))
+        params = {**params, "chunk": chunk, "crop": list(box) if box is not None else None}
         base = path.baseline[None].contiguous(memory_format=fmt)
         with torch.no_grad():
             v_base = float(obj(model(base)).double())
         attr, values = path_attribution(model, path, obj, chunk=chunk, memory_format=fmt)
+        if box is not None:
+            whole = torch.zeros(x.shape[1:], dtype=attr.dtype, device=attr.device)
+            whole[:, box[1] : box[3], box[0] : box[2]] = attr
+            attr = whole
     return finish(
         method,
         attr,
@@ -133,6 +144,22 @@ def _run_path_method(
     )
 
 
+def _crop_box(model: nn.Module, crop: bool | int | None, win: Window, scale: int, hw: tuple[int, int], margin: int):
+    """The LR box to evaluate the network on (None: the whole image), see :mod:`attrsr.attribution.reach`."""
+    from attrsr.attribution.reach import AUTO_MIN_PIXELS, crop_box, reach_of
+
+    if crop is False or (crop is None and hw[0] * hw[1] <= AUTO_MIN_PIXELS):
+        return None
+    if crop is True or crop is None:
+        radius = reach_of(model, scale).radius
+        if radius is None:
+            return None
+    else:
+        radius = int(crop)
+    box = crop_box(win, scale, radius, hw, margin)
+    return None if box == (0, 0, hw[1], hw[0]) else box
+
+
 def lam(
     model: nn.Module,
     lr: torch.Tensor,
@@ -144,13 +171,20 @@ def lam(
     chunk: int | None = DEFAULT_CHUNK,
     objective: str = "detector",
     channels_last: bool | None = None,
+    crop: bool | int | None = None,
 ) -> AttributionResult:
     """Local Attribution Map of ``model`` for a window on its SR output.
 
     lr: (3,h,w) or (1,3,h,w) in [0,1]. window: (x, y[, size]) — top-left corner in SR pixels,
     x = column, y = row, size 16 by default — or a :class:`Window`. ``chunk`` path points are
     evaluated per forward pass (default: 4 on the CPU, 16 on a GPU, fewer for large images); it
-    changes speed and memory, not the result. ``channels_last`` (default: on the CPU) runs the convolutions in that layout. Returns an :class:`AttributionResult` (attribution 3×h×w, saliency
+    changes speed and memory, not the result. ``channels_last`` (default: on the CPU) runs the
+    convolutions in that layout. ``crop`` evaluates the network only on the LR pixels the window can
+    depend on (:mod:`attrsr.attribution.reach`: the reach measured once per model, trusted only after
+    a check against the whole image; refused for networks with global operations): ``None``
+    (default) for LR images over 96×96 pixels, ``True`` always, ``False`` never, an int: that reach
+    in LR pixels, unchecked. ``params["crop"]`` says which LR box was evaluated (None: the whole
+    image). Returns an :class:`AttributionResult` (attribution 3×h×w, saliency
     h×w, DI, SR, detector values at the input and at the blurred baseline).
     """
     params = {"sigma": sigma, "steps": steps, "kernel_size": kernel_size, "chunk": chunk, "objective": objective}
@@ -163,6 +197,7 @@ def lam(
         objective=objective,
         chunk=chunk,
         channels_last=channels_last,
+        crop=crop,
         params=params,
     )
 
@@ -177,11 +212,12 @@ def integrated_gradients(
     chunk: int | None = DEFAULT_CHUNK,
     objective: str = "detector",
     channels_last: bool | None = None,
+    crop: bool | int | None = None,
 ) -> AttributionResult:
     """Integrated gradients on the straight line from ``baseline`` (default black) to ``lr``.
 
     Same engine and rule as LAM (right-endpoint Riemann sum over ``steps`` points: α = k/N, k = 1..N),
-    i.e. Captum's ``IntegratedGradients(method="riemann_right")``.
+    i.e. Captum's ``IntegratedGradients(method="riemann_right")``. ``crop`` as :func:`lam`.
     """
     if baseline is not None:
         baseline = as_lr_batch(model, baseline)[0]
@@ -198,5 +234,6 @@ def integrated_gradients(
         objective=objective,
         chunk=chunk,
         channels_last=channels_last,
+        crop=crop,
         params=params,
     )
