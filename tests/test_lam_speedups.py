@@ -1,5 +1,6 @@
-"""The receptive-field crop for LAM (``attrsr.attribution.reach``): measured from gradients, checked
-against the whole image before it is trusted, refused where a network looks at the whole image.
+"""LAM's speed-ups give the same maps: the receptive-field crop (``attrsr.attribution.reach``:
+measured from gradients, checked against the whole image before it is trusted, refused where a
+network looks at the whole image) and several windows sharing each forward pass (``lam_windows``).
 
 Tiny randomly initialised networks keep it fast; their structure is what matters: EDSR-baseline is
 convolutions only (reach 2 per residual block + head/tail), RCAN has channel attention (a global
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import attrsr
-from attrsr.attribution import lam
+from attrsr.attribution import lam, lam_windows
 from attrsr.attribution.reach import TRUST_R, _probe, measure_radius, reach_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -68,3 +69,19 @@ def test_crop_refuses_a_bad_value():
     net = tiny("edsr-baseline", n_resblocks=1, n_feats=8)
     with pytest.raises(attrsr.errors.AttrsrError, match="crop must be"):
         lam(net, _probe(24)[0], (4, 4, 8), steps=2, crop=-1)
+
+
+@pytest.mark.parametrize("crop", [False, True])
+def test_windows_sharing_each_forward_pass_get_the_maps_of_separate_calls(crop):
+    net = tiny("edsr-baseline", n_resblocks=2, n_feats=16)
+    x = _probe(64, seed=6)[0]
+    wins = [(20, 90, 8), (30, 100, 16), (90, 20, 8)]
+    shared = lam_windows(net, x, wins, steps=5, chunk=2, crop=crop)
+    for w, res in zip(wins, shared):
+        alone = lam(net, x, w, steps=5, chunk=2, crop=False)
+        a, b = alone.attribution.double(), res.attribution.double()
+        assert float((a - b).abs().max()) <= 1e-6 * float(a.abs().max())
+        assert abs(alone.di - res.di) < 1e-4 and res.window == alone.window
+        assert res.objective_baseline == pytest.approx(alone.objective_baseline, rel=1e-6)
+    if crop:  # one crop for all: the union of the windows' boxes
+        assert shared[0].params["crop"] == shared[1].params["crop"] is not None
