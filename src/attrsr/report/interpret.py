@@ -8,7 +8,9 @@ is a digest of everything its result depends on (the LR pixels, the window, the 
 options, the model's weights). So
 
 * a killed run resumes where it stopped: finished items are found and skipped, never recomputed;
-* ranks share the work without talking: rank r of N takes items r, r+N, …; only the end waits for all;
+* ranks share the work without talking: the windows of one image, method and model form a group
+  (LAM evaluates them together, sharing each forward pass), rank r of N takes groups r, r+N, …;
+  only the end waits for all;
 * the report (``index.html``, CSV tables, ``report.json``, figures) is assembled from the items alone,
   also from a partial run (``partial=True``), and the analyses can be rerun from them
   (:func:`load_items`) without recomputing an attribution.
@@ -35,8 +37,9 @@ from torch import nn
 
 from attrsr.attribution import viz
 from attrsr.attribution._common import AttributionResult
-from attrsr.attribution.analysis import area_of_interest, auto_windows, randomisation_check
+from attrsr.attribution.analysis import area_of_interest, auto_windows, norm_by_distance, randomisation_check
 from attrsr.attribution.gradients import OPTIONS, attribute, check_guided_backprop, normalise_method
+from attrsr.attribution.integrate import lam_windows
 from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Window
 from attrsr.errors import AttrsrError
 from attrsr.fileio import check_output, staged_dir, write_bytes_atomic, write_json_atomic
@@ -260,7 +263,12 @@ def compute_items(
     folder = Path(items_dir)
     folder.mkdir(parents=True, exist_ok=True)
     kill_after = int(os.environ.get(KILL_AFTER_ENV, "0") or 0)
-    mine = plan.items[rank::world]
+    # The windows of one image, method and model form a group: LAM evaluates them together, one
+    # forward pass per path point shared by all (lam_windows). Ranks take whole groups.
+    groups: dict[tuple[int, str, str], list[Item]] = {}
+    for it in plan.items:
+        groups.setdefault((it.image_index, it.method, it.model), []).append(it)
+    mine = list(groups.values())[rank::world]
     planned = {it.file for it in plan.items}
 
     def finished() -> int:
@@ -270,28 +278,34 @@ def compute_items(
     bar = progress_bar(total=len(plan.items), initial=finished(), enabled=show_progress and rank == 0,
                        desc="attributions", unit="item", dynamic_ncols=True)
     try:
-        for item in mine:
-            path = folder / item.file
-            if path.is_file():
-                counts["reused"] += 1
+        for group in mine:
+            todo = [it for it in group if not (folder / it.file).is_file()]
+            counts["reused"] += len(group) - len(todo)
+            if not todo:
                 continue
-            pair, wins = plan.images[item.image_index]
-            w = wins[item.window_index]
-            model = models[item.model]
-            opts = plan.method_options.get(item.method, {})
-            say(f"{pair.name} window {item.window_index + 1}/{len(wins)} {item.method} {item.model}")
-            res = attribute(model, pair.lr, w, method=item.method, **opts)
-            check = None
-            if plan.randomisation and item.window_index == 0:
-                check = randomisation_check(model, pair.lr, w, method=item.method, trained=res, **opts)
-            _save_item(path, res, _item_meta(item, pair, w, res, _psnr(res.sr, pair.hr, plan.scale), check))
-            counts["computed"] += 1
-            bar.n = finished()
-            bar.refresh()
-            if kill_after and counts["computed"] >= kill_after:
-                import signal
+            first = todo[0]
+            pair, wins = plan.images[first.image_index]
+            model = models[first.model]
+            opts = plan.method_options.get(first.method, {})
+            say(f"{pair.name}: {first.method} {first.model}, {len(todo)} window(s)")
+            if first.method == "lam" and len(todo) > 1:
+                results = lam_windows(model, pair.lr, [wins[it.window_index] for it in todo], **opts)
+            else:
+                results = [attribute(model, pair.lr, wins[it.window_index], method=it.method, **opts) for it in todo]
+            psnr = _psnr(results[0].sr, pair.hr, plan.scale)
+            for item, res in zip(todo, results):
+                w = wins[item.window_index]
+                check = None
+                if plan.randomisation and item.window_index == 0:
+                    check = randomisation_check(model, pair.lr, w, method=item.method, trained=res, **opts)
+                _save_item(folder / item.file, res, _item_meta(item, pair, w, res, psnr, check))
+                counts["computed"] += 1
+                bar.n = finished()
+                bar.refresh()
+                if kill_after and counts["computed"] >= kill_after:
+                    import signal
 
-                os.kill(os.getpid(), signal.SIGKILL)
+                    os.kill(os.getpid(), signal.SIGKILL)
         if world > 1 and rank == 0:  # keep the bar moving while the other ranks finish
             while (done := finished()) < len(plan.items):
                 bar.n = done
@@ -393,6 +407,7 @@ def assemble_report(plan: InterpretPlan, items_dir: str | Path, out_dir: str | P
         scatter_rows, "di", "psnr_y", "model", title=f"DI ({methods[0]}, mean over windows) vs PSNR, per image",
         xlabel="Diffusion Index", ylabel="Y-PSNR (dB)",
     )
+    distance = _norm_by_distance(found, plan)
     report = {
         "title": plan.title,
         "scale": scale,
@@ -406,6 +421,7 @@ def assemble_report(plan: InterpretPlan, items_dir: str | Path, out_dir: str | P
         "psnr": psnrs,
         "figures": figures,
         "randomisation_checks": checks,
+        "norm_by_distance": distance,
         "items": {"total": len(plan.items), "present": len(found), "complete": not missing},
         "seconds": round(seconds, 2) if seconds is not None else round(sum(r["seconds"] for r in rows), 2),
     }
@@ -422,6 +438,12 @@ def assemble_report(plan: InterpretPlan, items_dir: str | Path, out_dir: str | P
     for method in methods:
         page.heading(f"DI per image and window — {method}", 3)
         page.table(di_tables[method])
+    if distance:
+        page.heading("Attribution by distance from the window", 3)
+        page.paragraph(f"L1 norm of the attribution in rectangles around the window, grown by {NORM_GROWTH}·k LR pixels "
+                       "in width and height, relative to the norm inside the window (thesis Fig. 4.5); mean over "
+                       "images and windows. Larger values further out: the network draws on distant pixels.")
+        page.table(distance)
     if checks:
         page.heading("Model-randomisation check", 3)
         page.paragraph("Maps of each trained model vs a randomly re-initialised copy (first window per image). "
@@ -451,10 +473,36 @@ def assemble_report(plan: InterpretPlan, items_dir: str | Path, out_dir: str | P
             write_csv(stage / f"di_{method}.csv", table)
         if checks:
             write_csv(stage / "randomisation.csv", checks)
+        if distance:
+            write_csv(stage / "norm_by_distance.csv", distance)
         write_json_atomic(stage / "report.json", _jsonable(report))
         page.write(stage / "index.html")
     report["html"] = str((out_dir / "index.html").resolve())
     return report
+
+
+NORM_SECTIONS, NORM_GROWTH = 5, 20  # the thesis's sections (Fig. 4.5), in LR pixels
+
+
+def _norm_by_distance(found, plan: InterpretPlan) -> list[dict[str, Any]]:
+    """Mean relative attribution norm per model, method and section over the stored items (items
+    with no attribution inside the window are left out: their ratios are undefined)."""
+    acc: dict[tuple[str, str], list[list[float]]] = {}
+    for item, res, _ in found:
+        if float(res.attribution.abs().sum()) == 0:
+            continue
+        try:
+            rows = norm_by_distance(res.attribution, res.window, plan.scale, sections=NORM_SECTIONS, growth=NORM_GROWTH)
+        except AttrsrError:
+            continue
+        acc.setdefault((item.model, item.method), []).append([r["relative_norm"] for r in rows])
+    out = []
+    for (model, method), values in acc.items():
+        mean = np.mean(np.array(values), axis=0)
+        row: dict[str, Any] = {"model": model, "method": method, "n": len(values)}
+        row.update({f"section {k + 1}": float(v) for k, v in enumerate(mean)})
+        out.append(row)
+    return out
 
 
 def interpret(
