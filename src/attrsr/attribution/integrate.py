@@ -156,8 +156,9 @@ def _run_path_method(
             method, attr, sr[0], win, scale, objective, float(values[-1]), started,
             objective_baseline=vb, steps=path.steps, path_values=values.float().cpu(), params=params,
         ))
+    elapsed = time.perf_counter() - started
     for res in results:
-        res.seconds /= len(results)
+        res.seconds = elapsed / len(results)
     return results
 
 
