@@ -351,7 +351,7 @@ def test_lam_report_writes_everything_or_nothing(tmp_path, lr24):
 def test_interpret_refuses_guided_backprop_on_a_non_relu_net_before_any_attribution(tmp_path, pan, lr24, hr_image, monkeypatch):
     from types import SimpleNamespace
 
-    import attrsr.report.attribution as rep
+    import attrsr.report.interpret as rep
 
     calls = []
     real = rep.attribute

@@ -142,7 +142,7 @@ def test_interpret_command_with_a_windows_file_checks_every_window_first(tmp_pat
 def test_interpret_help_documents_the_windows_file_format():
     import re
 
-    from attrsr.report.attribution import parse_windows
+    from attrsr.report.interpret import parse_windows
 
     r = CliRunner().invoke(app, ["interpret", "--help"], env={"COLUMNS": "200"})
     assert r.exit_code == 0

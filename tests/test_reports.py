@@ -13,7 +13,8 @@ import torch
 import attrsr
 from attrsr.attribution import viz
 from attrsr.images import to_uint8
-from attrsr.report.attribution import interpret, lam_report
+from attrsr.report.attribution import lam_report
+from attrsr.report.interpret import interpret
 from attrsr.resize import downsample
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -13,7 +13,7 @@ Pictures live in :mod:`attrsr.attribution.viz`, multi-model analyses in
 from attrsr.attribution._common import AttributionResult, saliency_map
 from attrsr.attribution.di import diffusion_index, gini
 from attrsr.attribution.gradients import METHODS, activation_summary, attribute
-from attrsr.attribution.integrate import integrated_gradients, lam, path_attribution
+from attrsr.attribution.integrate import integrated_gradients, lam, lam_windows, path_attribution
 from attrsr.attribution.objectives import Window, gradient_detector, window_sum
 from attrsr.attribution.paths import BlurPath, LinearPath, blur_path, gaussian_kernel, linear_path
 
@@ -32,6 +32,7 @@ __all__ = [
     "gradient_detector",
     "integrated_gradients",
     "lam",
+    "lam_windows",
     "linear_path",
     "path_attribution",
     "saliency_map",

@@ -15,6 +15,7 @@ gradients, which the tests check against Captum's.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -29,8 +30,8 @@ from attrsr.attribution._common import (
     objective_for,
     prepared,
 )
-from attrsr.attribution.objectives import Objective
-from attrsr.attribution.paths import BlurPath, LinearPath, Path
+from attrsr.attribution.objectives import OBJECTIVE_MARGIN, Objective, Window, make_objective
+from attrsr.attribution.paths import BlurPath, CroppedPath, LinearPath, Path
 from attrsr.errors import AttrsrError
 
 DEFAULT_CHUNK = None
@@ -56,20 +57,24 @@ def _check_chunk(chunk: Any, device: torch.device | None = None, hw: tuple[int, 
 def path_attribution(
     model: nn.Module,
     path: Path,
-    objective: Objective,
+    objective: Objective | Sequence[Objective],
     *,
     chunk: int | None = DEFAULT_CHUNK,
     memory_format: torch.memory_format = torch.contiguous_format,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor]]:
     """Right-endpoint path integral of ∇objective along ``path`` for a *prepared* model.
 
     Returns (attribution (C,h,w) float64, the objective at γ₁..γ_N (N,) float64).
     NaN gradient entries (the detector's sqrt at 0) are set to 0, per path point, as LAM does.
+    A list of objectives (several windows of one image) shares each forward pass — one forward, a
+    backward per objective — and returns a list of such pairs.
     """
+    several = not callable(objective)
+    objectives = list(objective) if several else [objective]
     chunk = _check_chunk(chunk, path.x.device, tuple(path.x.shape[-2:]))
     n = path.steps
-    acc = torch.zeros_like(path.x, dtype=torch.float64)
-    values = []
+    accs = [torch.zeros_like(path.x, dtype=torch.float64) for _ in objectives]
+    values: list[list[torch.Tensor]] = [[] for _ in objectives]
     prev = path.points(0, 1)
     for start in range(1, n + 1, chunk):
         stop = min(start + chunk, n + 1)
@@ -78,59 +83,103 @@ def path_attribution(
         prev = pts[-1:]
         inp = pts.contiguous(memory_format=memory_format).requires_grad_(True)
         out = model(inp)
-        d = objective(out)
-        if not (torch.isfinite(out).all() and torch.isfinite(d).all()):
-            name = getattr(model, "zoo_name", type(model).__name__)
-            raise AttrsrError(f"model {name!r} produced non-finite outputs on path points {start}..{stop - 1}")
-        # Samples do not interact (eval mode), so the gradient of the batch sum is each sample's own.
-        (g,) = torch.autograd.grad(d.sum(), inp)
-        g = torch.where(torch.isnan(g), torch.zeros((), dtype=g.dtype, device=g.device), g)
-        acc += (g.double() * deltas).sum(0)
-        values.append(d.detach().double())
-        del out, d, g, inp
-    return acc, torch.cat(values)
+        if not torch.isfinite(out).all():
+            raise AttrsrError(f"model {_name(model)!r} produced non-finite outputs on path points {start}..{stop - 1}")
+        for k, obj in enumerate(objectives):
+            d = obj(out)
+            if not torch.isfinite(d).all():
+                raise AttrsrError(f"model {_name(model)!r} produced non-finite outputs on path points {start}..{stop - 1}")
+            # Samples do not interact (eval mode), so the gradient of the batch sum is each sample's own.
+            (g,) = torch.autograd.grad(d.sum(), inp, retain_graph=k < len(objectives) - 1)
+            g = torch.where(torch.isnan(g), torch.zeros((), dtype=g.dtype, device=g.device), g)
+            accs[k] += (g.double() * deltas).sum(0)
+            values[k].append(d.detach().double())
+            del d, g
+        del out, inp
+    pairs = [(acc, torch.cat(v)) for acc, v in zip(accs, values)]
+    return pairs if several else pairs[0]
+
+
+def _name(model: nn.Module) -> str:
+    return str(getattr(model, "zoo_name", type(model).__name__))
 
 
 def _run_path_method(
     method: str,
     model: nn.Module,
     lr: torch.Tensor,
-    window: Any,
+    windows: Sequence[Any],
     make_path,
     *,
     objective: str,
     chunk: int | None,
     channels_last: bool | None,
+    crop: bool | int | None,
     params: dict[str, Any],
-) -> AttributionResult:
+) -> list[AttributionResult]:
+    """The path method for each window of one image; the windows share every forward pass (and one
+    crop: the union of theirs). Each result's ``seconds`` is its share of the call's time."""
     started = time.perf_counter()
     x = as_lr_batch(model, lr)
-    chunk = _check_chunk(chunk, x.device, tuple(x.shape[-2:]))
-    params = {**params, "chunk": chunk}
+    if not (crop is None or isinstance(crop, bool) or (isinstance(crop, int) and crop >= 0)):
+        raise AttrsrError(f"crop must be True, False, None (automatic) or a reach in LR pixels >= 0, got {crop!r}")
+    if not windows:
+        raise AttrsrError("no window given")
     with prepared(model, channels_last) as fmt:
         x = x.contiguous(memory_format=fmt)
         sr = forward_checked(model, x)
         scale = infer_scale(model, x, sr)
-        win, obj = objective_for(objective, window, tuple(sr.shape[-2:]))
+        wins = [objective_for(objective, w, tuple(sr.shape[-2:]))[0] for w in windows]
+        hw = tuple(x.shape[-2:])
+        boxes = [_crop_box(model, crop, w, scale, hw, OBJECTIVE_MARGIN[objective]) for w in wins]
+        box = None if any(b is None for b in boxes) else _union(boxes)
+        box = None if box == (0, 0, hw[1], hw[0]) else box
         path = make_path(x[0])
+        ox, oy = (box[0] * scale, box[1] * scale) if box is not None else (0, 0)
+        if box is not None:  # the windows' own objectives on the crop, in the crop's coordinates
+            path = CroppedPath(path, box)
+        objs = [make_objective(objective, Window(w.x - ox, w.y - oy, w.size)) for w in wins]
+        chunk = _check_chunk(chunk, x.device, tuple(path.x.shape[-2:]))
+        params = {**params, "chunk": chunk, "crop": list(box) if box is not None else None}
         base = path.baseline[None].contiguous(memory_format=fmt)
         with torch.no_grad():
-            v_base = float(obj(model(base)).double())
-        attr, values = path_attribution(model, path, obj, chunk=chunk, memory_format=fmt)
-    return finish(
-        method,
-        attr,
-        sr[0],
-        win,
-        scale,
-        objective,
-        float(values[-1]),
-        started,
-        objective_baseline=v_base,
-        steps=path.steps,
-        path_values=values.float().cpu(),
-        params=params,
-    )
+            out = model(base)
+            v_base = [float(obj(out).double()) for obj in objs]
+        pairs = path_attribution(model, path, objs, chunk=chunk, memory_format=fmt)
+    results = []
+    for win, vb, (attr, values) in zip(wins, v_base, pairs):
+        if box is not None:
+            whole = torch.zeros(x.shape[1:], dtype=attr.dtype, device=attr.device)
+            whole[:, box[1] : box[3], box[0] : box[2]] = attr
+            attr = whole
+        results.append(finish(
+            method, attr, sr[0], win, scale, objective, float(values[-1]), started,
+            objective_baseline=vb, steps=path.steps, path_values=values.float().cpu(), params=params,
+        ))
+    elapsed = time.perf_counter() - started
+    for res in results:
+        res.seconds = elapsed / len(results)
+    return results
+
+
+def _union(boxes: Sequence[tuple[int, int, int, int]]) -> tuple[int, int, int, int]:
+    return (min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes))
+
+
+def _crop_box(model: nn.Module, crop: bool | int | None, win: Window, scale: int, hw: tuple[int, int], margin: int):
+    """The LR box to evaluate the network on (None: the whole image), see :mod:`attrsr.attribution.reach`."""
+    from attrsr.attribution.reach import AUTO_MIN_PIXELS, crop_box, reach_of
+
+    if crop is False or (crop is None and hw[0] * hw[1] <= AUTO_MIN_PIXELS):
+        return None
+    if crop is True or crop is None:
+        radius = reach_of(model, scale).radius
+        if radius is None:
+            return None
+    else:
+        radius = int(crop)
+    box = crop_box(win, scale, radius, hw, margin)
+    return None if box == (0, 0, hw[1], hw[0]) else box
 
 
 def lam(
@@ -144,25 +193,54 @@ def lam(
     chunk: int | None = DEFAULT_CHUNK,
     objective: str = "detector",
     channels_last: bool | None = None,
+    crop: bool | int | None = None,
 ) -> AttributionResult:
     """Local Attribution Map of ``model`` for a window on its SR output.
 
     lr: (3,h,w) or (1,3,h,w) in [0,1]. window: (x, y[, size]) — top-left corner in SR pixels,
     x = column, y = row, size 16 by default — or a :class:`Window`. ``chunk`` path points are
     evaluated per forward pass (default: 4 on the CPU, 16 on a GPU, fewer for large images); it
-    changes speed and memory, not the result. ``channels_last`` (default: on the CPU) runs the convolutions in that layout. Returns an :class:`AttributionResult` (attribution 3×h×w, saliency
+    changes speed and memory, not the result. ``channels_last`` (default: on the CPU) runs the
+    convolutions in that layout. ``crop`` evaluates the network only on the LR pixels the window can
+    depend on (:mod:`attrsr.attribution.reach`: the reach measured once per model, trusted only after
+    a check against the whole image; refused for networks with global operations): ``None``
+    (default) for LR images over 96×96 pixels, ``True`` always, ``False`` never, an int: that reach
+    in LR pixels, unchecked. ``params["crop"]`` says which LR box was evaluated (None: the whole
+    image). Returns an :class:`AttributionResult` (attribution 3×h×w, saliency
     h×w, DI, SR, detector values at the input and at the blurred baseline).
+    """
+    return lam_windows(model, lr, [window], sigma=sigma, steps=steps, kernel_size=kernel_size, chunk=chunk,
+                       objective=objective, channels_last=channels_last, crop=crop)[0]
+
+
+def lam_windows(
+    model: nn.Module,
+    lr: torch.Tensor,
+    windows: Sequence[Any],
+    *,
+    sigma: float = 1.2,
+    steps: int = 50,
+    kernel_size: int = 9,
+    chunk: int | None = DEFAULT_CHUNK,
+    objective: str = "detector",
+    channels_last: bool | None = None,
+    crop: bool | int | None = None,
+) -> list[AttributionResult]:
+    """:func:`lam` of several windows of one image, sharing every forward pass along the path (one
+    forward, a backward per window); the same maps as one call per window. With ``crop`` the
+    network is evaluated on the union of the windows' crops. Each result's ``seconds`` is its share.
     """
     params = {"sigma": sigma, "steps": steps, "kernel_size": kernel_size, "chunk": chunk, "objective": objective}
     return _run_path_method(
         "lam",
         model,
         lr,
-        window,
+        list(windows),
         lambda x: BlurPath(x, sigma=sigma, steps=steps, kernel_size=kernel_size),
         objective=objective,
         chunk=chunk,
         channels_last=channels_last,
+        crop=crop,
         params=params,
     )
 
@@ -177,11 +255,12 @@ def integrated_gradients(
     chunk: int | None = DEFAULT_CHUNK,
     objective: str = "detector",
     channels_last: bool | None = None,
+    crop: bool | int | None = None,
 ) -> AttributionResult:
     """Integrated gradients on the straight line from ``baseline`` (default black) to ``lr``.
 
     Same engine and rule as LAM (right-endpoint Riemann sum over ``steps`` points: α = k/N, k = 1..N),
-    i.e. Captum's ``IntegratedGradients(method="riemann_right")``.
+    i.e. Captum's ``IntegratedGradients(method="riemann_right")``. ``crop`` as :func:`lam`.
     """
     if baseline is not None:
         baseline = as_lr_batch(model, baseline)[0]
@@ -193,10 +272,11 @@ def integrated_gradients(
         "ig",
         model,
         lr,
-        window,
+        [window],
         lambda x: LinearPath(x, None if baseline is None else baseline.to(x), steps=steps),
         objective=objective,
         chunk=chunk,
         channels_last=channels_last,
+        crop=crop,
         params=params,
-    )
+    )[0]

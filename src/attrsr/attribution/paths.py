@@ -134,6 +134,20 @@ class LinearPath(Path):
         return pts
 
 
+class CroppedPath(Path):
+    """The points of ``path`` cut to the LR box (x0, y0, x1, y1): the path is made on the whole image
+    (so a blur's borders are the image's, not the crop's) and then cut."""
+
+    def __init__(self, path: Path, box: tuple[int, int, int, int]) -> None:
+        x0, y0, x1, y1 = box
+        super().__init__(path.x[..., y0:y1, x0:x1], path.steps)
+        self.path, self.box = path, box
+
+    def points(self, start: int, stop: int) -> torch.Tensor:
+        x0, y0, x1, y1 = self.box
+        return self.path.points(start, stop)[..., y0:y1, x0:x1]
+
+
 def blur_path(x: torch.Tensor, sigma: float = 1.2, steps: int = 50, kernel_size: int = 9) -> torch.Tensor:
     """LAM's whole path for ``x`` (C,h,w) → (N+1,C,h,w); γ_0 the baseline, γ_N = x exactly."""
     return BlurPath(x, sigma, steps, kernel_size).all()

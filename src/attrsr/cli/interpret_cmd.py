@@ -3,12 +3,15 @@
 Writes a self-contained ``index.html`` (maps side by side, DI tables, DI vs PSNR, area-of-interest
 maps) with ``attributions.csv``, ``di_<method>.csv``, ``models.csv``, ``psnr.csv``, ``report.json``
 and the figures into ``--out``. Every model, image and window is checked before the first
-attribution; on any error nothing is written.
+attribution. Each attribution is kept in ``--out``/items as it finishes (``attrsr.report.interpret``):
+running the command again resumes, ``--nproc N`` (or ``torchrun … -m attrsr interpret``) shares the
+items among ranks, and ``--report-only`` writes the report from the items finished so far.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +39,7 @@ def _split_list(values: list[str]) -> list[str]:
 
 
 def _load_windows(spec: str, size: int):
-    from attrsr.report.attribution import parse_windows
+    from attrsr.report.interpret import parse_windows
 
     if spec == "auto":
         return "auto"
@@ -53,6 +56,7 @@ def _load_windows(spec: str, size: int):
 @app.command("interpret")
 @user_errors
 def interpret_command(
+    ctx: typer.Context,
     model: list[str] = typer.Option(..., "--model", "-m", help="NAME:WEIGHTS of a zoo model, or the weights alone (architecture read from them); repeat for each network."),
     model_arg: Optional[list[str]] = typer.Option(None, "--model-arg", help=MODEL_ARG_HELP + " Applies to every --model."),
     data: str = typer.Option(..., "--data", "-d", help="Image folder or benchmark dataset (HR + LR_bicubic, HR-only), or 'samples'."),
@@ -66,14 +70,17 @@ def interpret_command(
     chunk: Optional[int] = typer.Option(None, "--chunk", help="Path points per forward pass."),
     max_images: Optional[int] = typer.Option(None, "--max-images", help="Use only the first N images."),
     randomisation_check: bool = typer.Option(False, "--randomisation-check", help="Add the model-randomisation sanity check (first window per image)."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (the finished attributions are kept in its items/ folder)."),
+    nproc: int = typer.Option(1, "--nproc", help="Share the attributions among this many local processes (runs torchrun)."),
+    report_only: bool = typer.Option(False, "--report-only", help="Compute nothing: write the report from the attributions finished so far (of a running or stopped run)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show the progress bar."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Allow legacy pickled checkpoints."),
 ) -> None:
     """Compare several networks' attribution maps and Diffusion Index over a set of images."""
     from attrsr.attribution.gradients import OPTIONS, normalise_method
-    from attrsr.report.attribution import interpret
     from attrsr.data import open_dataset
     from attrsr.fileio import check_output
+    from attrsr.report.interpret import assemble_report, plan_interpret
 
     meths = [normalise_method(m) for m in _split_list(methods)]
     if not meths:
@@ -82,9 +89,15 @@ def interpret_command(
         raise AttrsrError(f"--window {window} is too small; use at least 2 SR pixels")
     if n_windows < 1:
         raise AttrsrError(f"--n-windows must be >= 1, got {n_windows}")
+    if nproc < 1:
+        raise AttrsrError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and "WORLD_SIZE" in os.environ:
+        raise AttrsrError("--nproc inside torchrun: drop --nproc (torchrun already started the processes)")
     given = {"steps": steps, "sigma": sigma, "chunk": chunk}
     options = {m: {k: v for k, v in given.items() if v is not None and k in OPTIONS[m]} for m in meths}
     check_output(out, "--out", "staged")
+    items = out / "items"
+    check_output(items, "the items folder", "folder")
     wins = _load_windows(windows, window)
     model_args = parse_model_args(model_arg)
     specs = []
@@ -110,14 +123,50 @@ def interpret_command(
         nets[label] = net
     ds = ds if ds is not None else open_dataset(data, scale)
     pairs = [ds[i] for i in range(len(ds) if max_images is None else min(len(ds), max_images))]
-    report = interpret(
-        nets, pairs, out, windows=wins, n_windows=n_windows, window_size=window, methods=meths,
+    # Planned (everything checked) here, before any rank starts: every rank plans the same again.
+    plan = plan_interpret(
+        nets, pairs, windows=wins, n_windows=n_windows, window_size=window, methods=meths,
         method_options=options, randomisation=randomisation_check,
         title=f"What the networks look at — {ds.name} ×{scale}",
-        progress=lambda s: typer.echo(s, err=True),
     )
+    if nproc > 1 and not report_only:
+        from attrsr.cli._launch import command_argv, launch_local
+
+        code = launch_local(nproc, ["interpret", *command_argv(ctx, {"nproc"})], "interpret")
+        raise typer.Exit(code)
+
+    counts = None
+    if not report_only:
+        counts = _compute_as_rank(plan, nets, items, progress)
+        if counts is None:  # not rank 0: rank 0 writes the report
+            return
+    report = assemble_report(plan, items, out, partial=report_only)
     for row in report["models_summary"]:
         parts = [f"{k.removeprefix('mean_di_')} DI {v:.2f}" for k, v in row.items() if k.startswith("mean_di_") and v is not None]
         psnr = row.get("mean_psnr_y")
         typer.echo(f"{row['model']}: " + ", ".join(parts) + (f", Y-PSNR {psnr:.2f} dB" if psnr is not None else ""))
-    typer.echo(f"wrote {report['html']} ({report['seconds']:.1f}s)")
+    got = report["items"]
+    if counts is not None:
+        typer.echo(f"attributions: {counts['computed']} computed, {counts['reused']} reused (of {counts['total']})")
+    elif not got["complete"]:
+        typer.echo(f"partial report: {got['present']} of {got['total']} attributions finished")
+    typer.echo(f"wrote {report['html']}")
+
+
+def _compute_as_rank(plan, nets, items: Path, progress: bool) -> dict[str, int] | None:
+    """This process's share of the items (all of them when not started by torchrun). Returns the
+    counts summed over the ranks on rank 0, None on the other ranks."""
+    from attrsr.engine import distributed
+    from attrsr.report.interpret import compute_items
+
+    info = distributed.setup("cpu")
+    completed = False
+    try:
+        counts = compute_items(plan, nets, items, rank=info.rank, world=info.world, show_progress=progress)
+        every = distributed.gather_objects(info, counts)
+        completed = True
+    finally:
+        distributed.teardown(info, completed=completed)
+    if not info.is_main:
+        return None
+    return {"computed": sum(c["computed"] for c in every), "reused": sum(c["reused"] for c in every), "total": counts["total"]}

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -47,18 +45,10 @@ def train_command(
 
 
 def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, resume: bool, progress: bool) -> int:
-    """Run this command on ``nproc`` local DDP processes with torchrun's launcher (in-process, so a
-    failure becomes one ``error:`` line here instead of a launcher traceback plus one line per rank)."""
-    import logging
-    import tempfile
+    """Run this command on ``nproc`` local DDP processes (see ``cli._launch``)."""
+    from attrsr.cli._launch import launch_local
 
-    from torch.distributed.elastic.multiprocessing.api import SignalException
-    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
-
-    from attrsr.cli._app import ERROR_DIR_ENV
-
-    args = ["-m", "attrsr", "train", str(config)]
+    args = ["train", str(config)]
     for item in overrides:
         args += ["--set", item]
     if out is not None:
@@ -67,33 +57,4 @@ def _torchrun(nproc: int, config: Path, overrides: list[str], out: Path | None, 
         args.append("--resume")
     if not progress:
         args.append("--no-progress")
-    # Each process gets an equal share of the cores unless the user chose otherwise.
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    for name in list(logging.root.manager.loggerDict):
-        if name.startswith("torch.distributed.elastic"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
-    launch = LaunchConfig(
-        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=f"attrsr-{os.getpid()}",
-        rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0,
-    )
-    with tempfile.TemporaryDirectory(prefix="attrsr-ddp-errors-") as errors:
-        os.environ[ERROR_DIR_ENV] = errors
-        try:
-            elastic_launch(launch, sys.executable)(*args)
-        except ChildFailedError as exc:
-            messages = sorted({p.read_text().strip() for p in Path(errors).glob("rank*.txt")})
-            for message in messages:
-                print(f"error: {message}", file=sys.stderr)
-            if not messages:
-                rank, failure = exc.get_first_failure()
-                print(f"error: training process of rank {rank} failed (exit code {failure.exitcode}); "
-                      "its output is above", file=sys.stderr)
-            return 1
-        except SignalException as exc:
-            # SIGTERM/SIGINT reached the launcher, which has stopped the ranks: say so in one word,
-            # as for one process, instead of the launcher's traceback.
-            print("terminated" if exc.sigval == signal.SIGTERM else "interrupted", file=sys.stderr)
-            return 128 + int(exc.sigval)
-        finally:
-            os.environ.pop(ERROR_DIR_ENV, None)
-    return 0
+    return launch_local(nproc, args, "training")

@@ -1,0 +1,129 @@
+"""How far a network looks: the receptive field measured from gradients, and the LAM crop it allows.
+
+A window of the SR output depends only on the LR pixels within the network's *reach* (receptive
+field radius, in LR pixels) of the window's LR footprint; every gradient outside is exactly zero for a
+network of local operations. Path attribution then needs the network evaluated only on that crop:
+the path points are made on the whole image (the blur's borders stay the whole image's) and cut, the
+crop's attribution is put back into a map of zeros. Same numbers, a fraction of the pixels.
+
+Nothing is assumed from the architecture. :func:`reach_of` measures it once per model: the input
+gradient of one SR pixel block on a probe image; the reach is how far the non-zero gradient extends.
+Where it extends to the probe's edges at every probe size the network has a global operation (the
+channel attention of RCAN/SAN/IMDN, a global pooling) or looks further than the largest probe: no
+crop. A measured reach is trusted only after a short LAM on a probe image with the crop equals the
+whole image's (Pearson r ≥ ``TRUST_R`` and no value further than ``TRUST_DIFF`` of the map's peak;
+local convolutional networks agree to rounding, 0–1e-7); a network that is not shift-equivariant (strides, padding to
+a multiple of a window size, as SwinIR does) fails that check and falls back to the whole image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import weakref
+from typing import Any
+
+import torch
+from torch import nn
+
+PROBE_SIZES = (48, 96)  # LR sides of the probe images for the measurement
+MARGIN = 4  # LR pixels added to the measured reach (a ReLU dead on the probe could hide a pixel)
+TRUST_R = 0.9999  # the crop's probe map must correlate this well with the whole image's …
+TRUST_DIFF = 1e-4  # … and differ by at most this fraction of its largest value (conv nets: 0 to 1e-7)
+AUTO_MIN_PIXELS = 96 * 96  # crop=None measures only above this LR size (see lam's ``crop``)
+
+
+@dataclasses.dataclass(frozen=True)
+class Reach:
+    """``radius``: LR pixels beyond its own footprint that an output depends on (None: no crop);
+    ``trusted``: the crop passed the check against the whole image; ``reason``: what was found."""
+
+    radius: int | None
+    trusted: bool
+    reason: str
+    check_r: float | None = None
+    check_diff: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_REACH: weakref.WeakKeyDictionary[nn.Module, Reach] = weakref.WeakKeyDictionary()
+
+
+def _probe(size: int, seed: int = 0) -> torch.Tensor:
+    """A deterministic textured image (1,3,size,size) in [0,1]: smoothed noise, so that no ReLU of
+    the network is dead on all of it and the detector's square roots stay away from 0."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, size + 4, size + 4, generator=g)
+    x = torch.nn.functional.avg_pool2d(x, 3, stride=1)  # mild smoothing: natural-image-like
+    return x[..., 1 : size + 1, 1 : size + 1].contiguous()
+
+
+def measure_radius(model: nn.Module, scale: int, sizes: tuple[int, ...] = PROBE_SIZES) -> tuple[int | None, str]:
+    """The reach of a *prepared* model (eval, frozen parameters), from the input gradient of the
+    SR block above the probe's centre LR pixel. (radius or None, what was found)."""
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    for size in sizes:
+        x = _probe(size).to(device).requires_grad_(True)
+        out = model(x)
+        c = size // 2
+        block = out[..., c * scale : (c + 1) * scale, c * scale : (c + 1) * scale]
+        w = torch.rand(block.shape, generator=torch.Generator().manual_seed(1)).to(block)  # no cancellations
+        (g,) = torch.autograd.grad((block * w).sum(), x)
+        nz = (g[0].abs().sum(0) != 0).nonzero()
+        if nz.numel() == 0:
+            return None, "the output does not depend on the input (zero gradient)"
+        (y0, x0), (y1, x1) = nz.min(0).values.tolist(), nz.max(0).values.tolist()
+        if y0 > 0 and x0 > 0 and y1 < size - 1 and x1 < size - 1:
+            return max(c - x0, c - y0, x1 - c, y1 - c), f"gradient of one output block reaches {max(c - x0, c - y0, x1 - c, y1 - c)} LR px (probe {size}×{size})"
+    return None, (f"the gradient of one output block reaches the edges of a {sizes[-1]}×{sizes[-1]} probe: a global "
+                  f"operation (channel attention, pooling) or a receptive field over {sizes[-1] // 2} LR px")
+
+
+def crop_box(window: Any, scale: int, radius: int, hw: tuple[int, int], margin: int = 1) -> tuple[int, int, int, int]:
+    """LR box (x0, y0, x1, y1; x1/y1 exclusive) of the pixels a window (plus ``margin`` SR pixels
+    below/right that the objective reads) depends on, for a network of reach ``radius`` + MARGIN."""
+    h, w = hw
+    r = radius + MARGIN
+    x0, y0 = window.x // scale, window.y // scale
+    x1, y1 = -(-(window.x + window.size + margin) // scale), -(-(window.y + window.size + margin) // scale)
+    return max(0, x0 - r), max(0, y0 - r), min(w, x1 + r), min(h, y1 + r)
+
+
+def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    a, b = a - a.mean(), b - b.mean()
+    den = float(a.norm() * b.norm())
+    return float((a * b).sum()) / den if den > 0 else float("nan")
+
+
+def reach_of(model: nn.Module, scale: int) -> Reach:
+    """The model's :class:`Reach`: measured and checked on the first call, cached on the model."""
+    known = _REACH.get(model)
+    if known is not None:
+        return known
+    from attrsr.attribution._common import prepared
+    from attrsr.attribution.integrate import lam
+    from attrsr.attribution.objectives import Window
+
+    with prepared(model):
+        radius, reason = measure_radius(model, scale)
+    if radius is None:
+        reach = Reach(None, False, reason)
+    else:
+        # The check: a probe on which the crop leaves out 8 LR px on every side of the window.
+        side = 2 * (radius + MARGIN) + 2 + 16
+        win = Window((side // 2) * scale, (side // 2) * scale, 2 * scale)
+        x = _probe(side, seed=2)[0].to(next((p.device for p in model.parameters()), torch.device("cpu")))
+        whole = lam(model, x, win, steps=4, crop=False)
+        cut = lam(model, x, win, steps=4, crop=radius)
+        r = _pearson(whole.attribution, cut.attribution)
+        peak = float(whole.attribution.abs().max())
+        diff = float((whole.attribution - cut.attribution).abs().max()) / peak if peak > 0 else math.inf
+        ok = math.isfinite(r) and r >= TRUST_R and diff <= TRUST_DIFF
+        verdict = "" if ok else "; not the whole image's map, so no crop (the network is not shift-equivariant)"
+        reach = Reach(radius if ok else None, ok, reason + f"; crop checked on a {side}×{side} probe: r = {r:.7f}, "
+                      f"largest difference {diff:.1e} of the peak" + verdict, r, diff)
+    _REACH[model] = reach
+    return reach
