@@ -349,7 +349,7 @@ def test_sigkill_then_resume_gives_bit_identical_sr_and_task_networks(tmp_path):
     sets = [f"data.train={camvid}", "data.flip=false", "data.rot90=false", "data.batch_size=2", "data.patch_size=24", "scale=2",
             "train.iterations=12", "train.checkpoint_every=4", "train.log_every=1", "train.threads=1", "val.data=[]", f"methods={methods}"]
     env = subprocess_env(tmp_path / "cache")
-    done = subprocess.run(train_cmd(tmp_path / "full", sets), env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(train_cmd(tmp_path / "full", sets), env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr
     victim = subprocess.Popen(train_cmd(tmp_path / "crash", sets), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     latest = tmp_path / "crash" / "latest.pt"
@@ -362,7 +362,7 @@ def test_sigkill_then_resume_gives_bit_identical_sr_and_task_networks(tmp_path):
     victim.wait(timeout=30)
     assert not (tmp_path / "crash" / "model.safetensors").exists()
     assert 4 <= torch.load(latest, weights_only=True)["step"] < 12
-    resumed = subprocess.run(train_cmd(tmp_path / "crash", sets, "--resume"), env=env, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(train_cmd(tmp_path / "crash", sets, "--resume"), env=env, capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr
     for name in ("model", "task"):
         assert same_weights(weights(tmp_path / "full" / f"{name}.safetensors"), weights(tmp_path / "crash" / f"{name}.safetensors")), name
