@@ -37,7 +37,7 @@ def main() -> None:
     from attrsr import models
     from attrsr.data import open_dataset
     from attrsr.datadir import data_root
-    from attrsr.methods.augment import SaliencySource, _saliency_model, cam_tiles
+    from attrsr.methods.augment import SaliencySource, saliency_model, cam_tiles
 
     ds = open_dataset("291:train", 2)
     picks = np.linspace(0, len(ds) - 1, args.images).round().astype(int)
@@ -63,7 +63,7 @@ def main() -> None:
             print(f"  {name}: skipped ({data_root() / weights} missing)")
             continue
         src = SaliencySource(model=model, weights=str(data_root() / weights) if weights else None, steps=steps)
-        sources[name] = (src, _saliency_model(src, 2).eval())
+        sources[name] = (src, saliency_model(src, 2).eval())
     for _ in range(3):
         plain_step()
     step_times, cam_times = [], {name: 0.0 for name in sources}

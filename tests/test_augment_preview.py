@@ -43,3 +43,12 @@ def test_preview_command_writes_one_png(tmp_path):
     assert res.exit_code == 0, res.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in res.output
     assert [p.name for p in tmp_path.iterdir()] == ["preview.png"]
+
+
+def test_preview_with_too_large_patches_is_one_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "preview.png"
+    res = CliRunner().invoke(app, ["augment", "preview", "--data", "samples", "--out", str(out), "--patch-size", "4000"])
+    assert res.exit_code == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --data samples:") and "lower --patch-size" in lines[0]
+    assert not out.exists()

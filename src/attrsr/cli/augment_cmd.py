@@ -34,13 +34,13 @@ def preview_command(
     from attrsr.data import open_dataset
     from attrsr.errors import AttrsrError
     from attrsr.fileio import check_output
-    from attrsr.methods.augment import SaliencySource, _saliency_model, cam_tiles
+    from attrsr.methods.augment import SaliencySource, cam_tiles, saliency_model as load_saliency_model
     from attrsr.report.augment import augmentation_panels, save_augmentation_figure
 
     check_output(out, "--out")
     ds = open_dataset(data, scale)
     src = SaliencySource(model=saliency_model, weights=weights, steps=steps, tile=patch_size)
-    model = _saliency_model(src, scale).eval()
+    model = load_saliency_model(src, scale).eval()
     rng = np.random.default_rng(seed)
     lrs, hrs = [], []
     for i in rng.permutation(len(ds)):

@@ -256,7 +256,7 @@ class ADDPlusParams(ADDParams):
     block_ratio: float = Field(0.35, gt=0.0, le=1.0, description="side of each block relative to the patch")
 
 
-def _saliency_model(src: SaliencySource, scale: int) -> nn.Module:
+def saliency_model(src: SaliencySource, scale: int) -> nn.Module:
     from attrsr import models
 
     if src.model == "demo":
@@ -336,7 +336,7 @@ class ADD(_CutBlurInput):
         from attrsr.data.artifacts import weights_hash
 
         src = self.params.saliency
-        model = _saliency_model(src, ctx.cfg.scale)
+        model = saliency_model(src, ctx.cfg.scale)
         if getattr(model, "scale", ctx.cfg.scale) != ctx.cfg.scale:
             raise AttrsrError(f"{self.name}: saliency model is ×{model.scale}, the recipe trains ×{ctx.cfg.scale}")
         _check_saliency_model(self.name, src, model, ctx.images, ctx.cfg.scale)

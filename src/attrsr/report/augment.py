@@ -32,11 +32,11 @@ def augmentation_panels(lr: torch.Tensor, hr: torch.Tensor, saliency: torch.Tens
     rng = np.random.default_rng(seed)
     bh, bw = max(1, int(h * alpha)), max(1, int(w * alpha))
     perm = torch.roll(torch.arange(b), -1)
-    random_box = ops.random_boxes(rng, b, h, w, alpha=alpha, per_sample=True)
-    random_box[:, 2:] = torch.tensor([bh, bw])
-    random_box[:, 0] = random_box[:, 0].clamp(max=h - bh)
-    random_box[:, 1] = random_box[:, 1].clamp(max=w - bw)
+    size = torch.tensor([[bh, bw]]).expand(b, 2)
+    corner = torch.stack([torch.from_numpy(rng.integers(0, h - bh + 1, b)), torch.from_numpy(rng.integers(0, w - bw + 1, b))], 1)
+    random_box = torch.cat([corner, size], 1).long()
     salient_box = ops.saliency_boxes(saliency, bh, bw, mode="max")
+    source_box = ops.saliency_boxes(saliency[perm], bh, bw, mode="max")  # ADD's CutMix: the source's salient region
     blocks = ops.saliency_blocks(saliency, max(1, int(h * block_ratio)), max(1, int(w * block_ratio)), n_blocks)
 
     def box(boxes: torch.Tensor) -> torch.Tensor:
@@ -53,9 +53,7 @@ def augmentation_panels(lr: torch.Tensor, hr: torch.Tensor, saliency: torch.Tens
         "HR": (hr, None),
         "CAM saliency": (saliency, None),
         "CutMix": (cutmix(random_box), box(random_box)),
-        # ADD's CutMix pastes the *source's* salient region, at the same place in the target
-        "ADD · CutMix": (cutmix(ops.saliency_boxes(saliency[perm], bh, bw, mode="max")),
-                         box(ops.saliency_boxes(saliency[perm], bh, bw, mode="max"))),
+        "ADD · CutMix": (cutmix(source_box), box(source_box)),  # pasted at the same place in the target
         "CutBlur": (cutblur(box(random_box)), box(random_box)),
         "ADD · CutBlur": (cutblur(box(salient_box)), box(salient_box)),
         "ADD+ · CutBlur blocks": (cutblur(blocks), blocks),
