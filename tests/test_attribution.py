@@ -99,6 +99,26 @@ def test_blur_path_is_reflect101_correlation_and_ends_exactly_at_the_input():
     assert torch.equal(torch.cat([bp.points(0, 2), bp.points(2, 6)]), path)
 
 
+def test_blur_levels_equal_the_grouped_conv_bit_for_bit():
+    """The fast blur (a GEMM row pass, shifted multiply-adds down the columns) gives the floats of the
+    straightforward float64 depthwise conv2d, for CAM's 101 levels on a non-square photo."""
+    import torch.nn.functional as F
+
+    from attrsr.attribution.paths import _gaussian_1d, blur_sigmas, gaussian_blur
+
+    x = photo_lr("astronaut", 40)[:, :, :29].contiguous()
+    sig = blur_sigmas(1.2, 100)
+    g = torch.stack([_gaussian_1d(float(s), 9) for s in sig])
+    k, (c, h, w) = len(sig), x.shape
+    ref = x.double()[None].expand(k, c, h, w).reshape(1, k * c, h, w)
+    wts = g.repeat_interleave(c, dim=0)
+    ref = F.conv2d(F.pad(ref, (4, 4, 0, 0), mode="reflect"), wts[:, None, None, :], groups=k * c)
+    ref = F.conv2d(F.pad(ref, (0, 0, 4, 4), mode="reflect"), wts[:, None, :, None], groups=k * c)
+    ref = ref.view(k, c, h, w).float()
+    ref[-1] = x
+    assert torch.equal(gaussian_blur(x, sig, 9), ref)
+
+
 def test_detector_is_the_full_image_definition_with_x_as_column():
     g = torch.Generator().manual_seed(1)
     sr = torch.rand(2, 3, 30, 40, generator=g)  # H=30 rows, W=40 columns: x and y are not interchangeable
