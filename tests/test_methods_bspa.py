@@ -114,6 +114,7 @@ def test_method_reuses_a_bank_by_path_and_checks_it(tmp_path, cache):
         "image": (None, lambda r: "nosuchimage" + r[r.index(","):], {}, "1 image(s) of the bank are not in the training set (e.g. nosuchimage)"),
         "off": (None, lambda r: ",".join([r.split(",")[0], "5000", *r.split(",")[2:]]), {}, "runs off its"),
         "classes": (None, lambda r: ",".join([*r.split(",")[:5], "3" if r.split(",")[5] != "3" else "0"]), {}, "class counts disagree"),
+        "held-aside": ({"thresholds_from": {"bank": "/banks/train"}}, None, {}, "a held-aside bank (classes from /banks/train's thresholds) cannot be trained on"),
     }
     for name, (meta, row, recipe, msg) in bad.items():
         folder = _edit_bank(first, tmp_path / f"bad-{name}", meta, row)

@@ -11,6 +11,11 @@ each scored by a pretrained model's MSE and sorted into long-tail difficulty cla
 ``thresholds``, ``sizes``, the scorer, ``scale``, ``size``, ``step``, the data it was built on and the
 count of images too small for a sub-image. Built by ``attrsr bspa bank`` and by the ``bspa`` method
 (which reuses a bank given by path).
+
+A *held-aside* bank (the paper's validation classes) scores other images with the same scorer and
+geometry and sorts them by a training bank's thresholds instead of its own long-tail split:
+``build_bank(..., thresholds_from=train_bank)``; its ``classes.json`` says so under
+``thresholds_from`` and its class sizes are whatever the thresholds give.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from attrsr.data.longtail import LongTailClasses, long_tail_classes
+from attrsr.data.longtail import LongTailClasses, classes_by_thresholds, long_tail_classes
 from attrsr.errors import AttrsrError
 
 COLUMNS = ["image", "top", "left", "size", "mse", "class"]
@@ -47,9 +52,15 @@ class SubImageBank:
     step: int
     scale: int
     meta: dict[str, Any]  # scorer, data, skipped_images, …
+    source: Path | None = None  # the folder read_bank read it from
 
     def __len__(self) -> int:
         return len(self.mse)
+
+    @property
+    def held_aside(self) -> bool:
+        """Classes taken from a training bank's thresholds (``thresholds_from``), not split here."""
+        return "thresholds_from" in self.meta
 
     def classes_json(self) -> dict[str, Any]:
         c = self.classes
@@ -89,6 +100,39 @@ class SubImageBank:
             raise AttrsrError(f"{where}: the sub-image at ({self.top[j]}, {self.left[j]}) of {self.names[j]} runs off its "
                               f"{h[j]}×{w[j]} LR image; the bank was built on other images or another scale: rebuild it")
         return idx
+
+
+def check_threshold_source(train: SubImageBank, *, scale: int, size: int, step: int, where: str = "--thresholds-from") -> None:
+    """One error when held-aside sub-images would be cut or scaled otherwise than ``train``'s, whose
+    thresholds are to sort them (the MSEs would not be comparable)."""
+    if train.held_aside:
+        raise AttrsrError(f"{where}: that bank is itself held-aside (its thresholds come from {train.meta['thresholds_from'].get('bank')}); "
+                          "give the training bank")
+    if train.scale != scale:
+        raise AttrsrError(f"{where}: the training bank is ×{train.scale}, these sub-images ×{scale}; "
+                          f"drop --scale or give --scale {train.scale}")
+    if (train.size, train.step) != (size, step):
+        raise AttrsrError(f"{where}: the training bank's sub-images are {train.size} px with step {train.step}, these {size} px "
+                          f"with step {step}; drop --size/--step or give --size {train.size} --step {train.step}")
+
+
+def check_same_scorer(train: SubImageBank, scorer: torch.nn.Module, lr_of: Callable[[str], np.ndarray],
+                      hr_of: Callable[[str], np.ndarray], *, per_class: int = 2, batch: int = 64, rtol: float = 1e-4,
+                      where: str = "--thresholds-from") -> None:
+    """Re-score a fixed sample of ``train``'s sub-images (``per_class`` of each class) with ``scorer``
+    on the training bank's own images; one error when a score differs from the recorded one by more
+    than ``rtol`` (another scorer or other LR images: its thresholds would not apply). The recorded
+    MSEs have 9 significant digits; batch composition and thread count move float32 scores by ~1e-7."""
+    rng = np.random.default_rng(0)
+    rows = np.concatenate([rng.permutation(np.flatnonzero(train.classes.classes == c))[:per_class] for c in range(train.classes.k)])
+    crops = [(lr_of(train.names[r]), hr_of(train.names[r]), int(train.top[r]), int(train.left[r])) for r in rows]
+    got = score_crops(scorer, crops, train.size, train.scale, batch)
+    bad = np.flatnonzero(~np.isclose(got, train.mse[rows], rtol=rtol, atol=0.0))
+    if len(bad):
+        r, j = rows[bad[0]], bad[0]
+        raise AttrsrError(f"{where}: the scorer gives MSE {got[j]:.6g} on the sub-image at ({train.top[r]}, {train.left[r]}) of "
+                          f"{train.names[r]} where the training bank records {train.mse[r]:.6g} ({len(bad)} of {len(rows)} re-scored "
+                          f"differ); score with the training bank's scorer ({train.meta.get('scorer')})")
 
 
 def check_classes(k: int, factor: float) -> None:
@@ -159,16 +203,22 @@ def build_bank(
     batch: int = 64,
     cache: PerImageCache | None = None,
     meta: dict[str, Any] | None = None,
+    thresholds_from: SubImageBank | None = None,
 ) -> SubImageBank:
     """Score every sub-image of the images (``lr(i)``/``hr(i)`` uint8 H×W×3) and sort them into K
     long-tail classes. ``cache`` keeps the per-image score grids (computed once, resumable, reused);
-    the key covers the scorer's weights and the geometry."""
+    the key covers the scorer's weights and the geometry. With ``thresholds_from`` (a training bank of
+    the same scale, size and step — checked; the scorer is the caller's to check, see
+    :func:`check_same_scorer`) the sub-images are sorted by that bank's thresholds, K and factor."""
     from attrsr.data.artifacts import weights_hash
 
     if size < 1 or step < 1:
         raise AttrsrError(f"sub-image size and step must be positive, got size {size}, step {step}")
     if getattr(scorer, "scale", scale) != scale:
         raise AttrsrError(f"the scorer is ×{scorer.scale} but the bank is for ×{scale}; give a ×{scale} model")
+    if thresholds_from is not None:
+        check_threshold_source(thresholds_from, scale=scale, size=size, step=step)
+        k, factor = thresholds_from.classes.k, thresholds_from.classes.factor
     check_classes(k, factor)  # before the (long) scoring
 
     def compute(i: int) -> np.ndarray:
@@ -189,13 +239,20 @@ def build_bank(
         lefts.append(c.reshape(-1) * step)
         mses.append(g.reshape(-1).astype(np.float64))
     n = sum(len(m) for m in mses)
-    if n < k:
+    if thresholds_from is not None and not n:
+        raise AttrsrError(f"no sub-image of {size} px: all {len(names)} images are smaller; give larger images")
+    if thresholds_from is None and n < k:
         raise AttrsrError(f"{n} sub-images of {size} px ({len(skipped)} of {len(names)} images smaller than that) "
                           f"cannot fill K={k} classes; lower K or --size")
     mse = np.concatenate(mses)
     info = {**(meta or {}), "skipped_images": len(skipped), "skipped_examples": skipped[:5], "images": len(names) - len(skipped)}
-    return SubImageBank(rows_names, np.concatenate(tops), np.concatenate(lefts), mse,
-                        long_tail_classes(mse, k, factor), size, step, scale, info)
+    if thresholds_from is not None:
+        t = thresholds_from
+        info["thresholds_from"] = {"bank": str(t.source.resolve()) if t.source else None, "data": t.meta.get("data"), "n": len(t), "sizes": t.classes.sizes}
+        classes = classes_by_thresholds(mse, t.classes)
+    else:
+        classes = long_tail_classes(mse, k, factor)
+    return SubImageBank(rows_names, np.concatenate(tops), np.concatenate(lefts), mse, classes, size, step, scale, info)
 
 
 def write_bank(bank: SubImageBank, folder: str | Path) -> None:
@@ -242,7 +299,7 @@ def read_bank(folder: str | Path) -> SubImageBank:
         mse = np.array([float(r[4]) for r in rows], dtype=np.float64)
     except (ValueError, IndexError) as exc:
         raise AttrsrError(f"{csv_path}: a malformed row ({exc}); rebuild the bank") from None
-    if len(rows) < k or (rsize != size).any():
+    if len(rows) < (1 if "thresholds_from" in meta else k) or (rsize != size).any():
         raise AttrsrError(f"{csv_path}: {len(rows)} rows with sizes {sorted(set(rsize.tolist()))[:3]} do not match "
                           f"classes.json (K={k}, size {size}); rebuild the bank")
     if (cls < 0).any() or (cls >= k).any() or np.bincount(cls, minlength=k).tolist() != sizes:
@@ -250,4 +307,4 @@ def read_bank(folder: str | Path) -> SubImageBank:
     mu = float(meta.get("mu", factor ** (-1.0 / (k - 1))))
     classes = LongTailClasses(cls, sizes, thresholds, mu, k, factor)
     rest = {key: v for key, v in meta.items() if key not in ("k", "factor", "mu", "thresholds", "sizes", "scale", "size", "step", "n")}
-    return SubImageBank(names, top, left, mse, classes, size, step, scale, rest)
+    return SubImageBank(names, top, left, mse, classes, size, step, scale, rest, folder)

@@ -3,7 +3,9 @@
 Sub-images sorted by a difficulty score (the MSE of a pretrained model, easy first) are cut into K
 classes with sizes N_k ∝ μ^(k−1), μ = factor^(−1/(K−1)), so the first (easiest) class is ``factor``
 times the last: K = 10, factor 10 gives μ = 0.7743. Sizes are rounded by largest remainder so they
-sum to N; a threshold is the score at each class's upper cumulative count.
+sum to N; a threshold is the score at each class's upper cumulative count. Held-aside items
+(the paper's validation classes) are sorted by a training split's thresholds
+(:func:`classes_by_thresholds`): their class sizes are whatever they are.
 """
 
 from __future__ import annotations
@@ -58,6 +60,23 @@ def long_tail_classes(scores, k: int = 10, factor: float = 10.0) -> LongTailClas
         start = stop
     thresholds = [float(s[order[b - 1]]) for b in bounds[:-1]]
     return LongTailClasses(classes, sizes, thresholds, mu, k, float(factor))
+
+
+def assign_classes(scores, thresholds) -> np.ndarray:
+    """The class of each score under upper class bounds ``thresholds`` (inclusive, as the split that
+    made them: a score equal to ``thresholds[c]`` is in class c; above the last, the open last class)."""
+    return np.searchsorted(np.asarray(thresholds, dtype=np.float64), np.asarray(scores, dtype=np.float64), side="left")
+
+
+def classes_by_thresholds(scores, train: LongTailClasses) -> LongTailClasses:
+    """Held-aside ``scores`` sorted into ``train``'s classes by its thresholds (K, factor and μ kept;
+    sizes counted, so they need not follow the long-tail law and a class may be empty)."""
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 1 or not len(s) or not np.isfinite(s).all():
+        raise AttrsrError("scores must be a non-empty 1-D list of finite numbers")
+    classes = assign_classes(s, train.thresholds).astype(np.int64)
+    sizes = np.bincount(classes, minlength=train.k).tolist()
+    return LongTailClasses(classes, sizes, list(train.thresholds), train.mu, train.k, train.factor)
 
 
 def inverse_probabilities(sizes) -> np.ndarray:

@@ -86,6 +86,9 @@ class BSPA(Method):
         if p.bank is not None:
             where = f"bspa bank {p.bank}"
             bank = read_bank(p.bank)
+            if bank.held_aside:  # its classes are not a long-tail split (a class may even be empty)
+                raise AttrsrError(f"{where}: a held-aside bank (classes from {bank.meta['thresholds_from'].get('bank')}'s thresholds) "
+                                  "cannot be trained on; give the training bank")
             # k/factor given in the recipe must agree with the bank's; left out, the bank's are used
             given = p.model_fields_set
             bank.check_recipe(scale=scale, size=self.size, step=self.step_px, where=where,

@@ -6,7 +6,9 @@
 * :func:`runs_report` / :func:`write_runs_report` — finished training runs scored on one bank: the
   per-class Y-PSNR of each variant (mean ± std over seeds, Δ vs a baseline variant) and the MSE
   histogram of the trained models against the bank's scorer (the "short-tailed" figure), with the
-  share of sub-images each model leaves in each of the bank's classes.
+  share of sub-images each model leaves in each of the bank's classes. With a held-aside bank sorted
+  by the training bank's thresholds (``report["val"]``, :func:`attach_val`), train and val classes
+  side by side (the paper's Fig. 3: two panels).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from attrsr.data.bank import SubImageBank, pooled_psnr, score_crops
+from attrsr.data.longtail import assign_classes
 from attrsr.errors import AttrsrError
 from attrsr.fileio import write_bytes_atomic, write_json_atomic, write_text_atomic
 from attrsr.report.html import HtmlPage
@@ -64,6 +67,9 @@ def class_rows(bank: SubImageBank) -> list[dict[str, Any]]:
     n = len(bank)
     for c in range(bank.classes.k):
         m = bank.mse[bank.classes.classes == c]
+        if not len(m):  # a held-aside bank's class may be empty
+            rows.append({"class": c, "sub-images": 0, "share": 0.0, "mse_min": None, "mse_max": None, "mse_mean": None, "psnr_of_mean_mse": None})
+            continue
         rows.append({"class": c, "sub-images": int(len(m)), "share": len(m) / n, "mse_min": float(m.min()),
                      "mse_max": float(m.max()), "mse_mean": float(m.mean()),
                      "psnr_of_mean_mse": float(10 * math.log10(1 / m.mean())) if m.mean() > 0 else math.inf})
@@ -136,6 +142,8 @@ def write_bank_report(bank: SubImageBank, hr_of: Callable[[str], np.ndarray], ou
              "scale": f"×{bank.scale}", "sub-image": f"{bank.size} px LR ({bank.size * bank.scale} px HR), step {bank.step}",
              "K": c.k, "imbalance factor": f"{c.factor:g}", "μ": f"{c.mu:.4f}", "scorer": str(bank.meta.get("scorer", "")),
              "data": str(bank.meta.get("data", ""))}
+    if bank.held_aside:
+        facts["classes"] = f"held aside: sorted by the thresholds of {bank.meta['thresholds_from'].get('bank')} (sizes need not follow the long-tail law)"
     thresholds = ", ".join(f"{t:.3g}" for t in c.thresholds)
     paths = {"hist": write_bytes_atomic(out / "bank_hist.png", hist), "examples": write_bytes_atomic(out / "bank_examples.png", examples)}
     md = ["# BSPA sub-image bank", ""] + [f"- {k}: {v}" for k, v in facts.items()] + [
@@ -185,11 +193,6 @@ def score_models(
     return out
 
 
-def _class_of(mse: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
-    # class c holds the MSEs up to its threshold (inclusive), as the bank's split does
-    return np.searchsorted(np.asarray(thresholds), mse, side="left")
-
-
 def runs_report(scores: dict[tuple[str, int], np.ndarray], bank: SubImageBank, rows: np.ndarray, baseline: str | None = None) -> dict[str, Any]:
     """Per-class Y-PSNR (a class's sub-images pooled, :func:`pooled_psnr`; mean ± std over seeds; paired
     Δ vs ``baseline`` with a 95 % CI over seeds)
@@ -203,15 +206,17 @@ def runs_report(scores: dict[tuple[str, int], np.ndarray], bank: SubImageBank, r
     if baseline not in variants:
         raise AttrsrError(f"baseline variant {baseline!r} is not among the runs ({', '.join(variants)})")
     seeds = {v: sorted(s for w, s in scores if w == v) for v in variants}
-    per_seed = {key: [pooled_psnr(val[cls == c, 1]) for c in range(k)] for key, val in scores.items()}
+    # a held-aside bank's class may be empty: no PSNR there (None)
+    per_seed = {key: [pooled_psnr(val[cls == c, 1]) if (cls == c).any() else None for c in range(k)] for key, val in scores.items()}
     per_class = []
     for v in variants:
         for c in range(k):
+            n = int((cls == c).sum())
             vals = [per_seed[(v, s)][c] for s in seeds[v]]
-            row = {"variant": v, "class": c, "n": int((cls == c).sum()), "psnr_y": float(np.mean(vals)),
-                   "std": float(np.std(vals, ddof=1)) if len(vals) > 1 else None, "seeds": len(vals)}
+            row = {"variant": v, "class": c, "n": n, "psnr_y": float(np.mean(vals)) if n else None,
+                   "std": float(np.std(vals, ddof=1)) if n and len(vals) > 1 else None, "seeds": len(vals)}
             common = [s for s in seeds[v] if s in seeds[baseline]]
-            if v != baseline and common:
+            if v != baseline and common and n:
                 diffs = [per_seed[(v, s)][c] - per_seed[(baseline, s)][c] for s in common]
                 row["delta"] = float(np.mean(diffs))
                 ci = paired_ci(diffs)
@@ -223,7 +228,7 @@ def runs_report(scores: dict[tuple[str, int], np.ndarray], bank: SubImageBank, r
     for v in variants:
         mse = np.mean([scores[(v, s)][:, 0] for s in seeds[v]], axis=0)
         mean_mse[v] = mse.tolist()
-        of = _class_of(mse, bank.classes.thresholds)
+        of = assign_classes(mse, bank.classes.thresholds)
         shares.append({"model": v, **{f"class{c}": float((of == c).mean()) for c in range(k)},
                        "mean_mse": float(mse.mean()), "p99_mse": float(np.percentile(mse, 99))})
     return {"baseline": baseline, "variants": variants, "seeds": seeds, "k": k, "sub_images": int(len(rows)),
@@ -232,36 +237,66 @@ def runs_report(scores: dict[tuple[str, int], np.ndarray], bank: SubImageBank, r
             "bank_mse": bank.mse[rows].tolist()}
 
 
-def per_class_png(report: dict[str, Any]) -> bytes:
-    """Top: Y-PSNR per class per variant (mean ± std over seeds); bottom: Δ vs the baseline (95 % CI)."""
-    plt = _plt()
+def attach_val(report: dict[str, Any], val: dict[str, Any]) -> dict[str, Any]:
+    """``report`` (train classes) with ``val`` (the same runs on a held-aside bank sorted by the same
+    thresholds: :func:`runs_report` on it) under ``"val"``; one error when they do not pair up."""
+    if (val["variants"], val["seeds"], val["baseline"], val["k"]) != (report["variants"], report["seeds"], report["baseline"], report["k"]):
+        raise AttrsrError("the val report's runs, baseline or K differ from the train report's")
+    if list(val["thresholds"]) != list(report["thresholds"]):
+        raise AttrsrError("the val bank's thresholds differ from the train bank's: build it with --thresholds-from the train bank")
+    return {**report, "val": val}
+
+
+def _nan(v: Any) -> float:
+    return np.nan if v is None else float(v)
+
+
+def _per_class_panels(axes_col, report: dict[str, Any], what: str) -> None:
+    """One column of the per-class figure: Y-PSNR per class per variant (top), Δ vs baseline (bottom)."""
     variants, base, k = report["variants"], report["baseline"], report["k"]
     others = [v for v in variants if v != base]
-    fig, axes = plt.subplots(2 if others else 1, 1, figsize=(7.5, 6.4 if others else 3.6), squeeze=False)
-    ax = axes[0][0]
+    ax = axes_col[0]
     for i, v in enumerate(variants):
         rows = [r for r in report["per_class"] if r["variant"] == v]
-        ax.errorbar(np.arange(k) + 0.06 * (i - len(variants) / 2), [r["psnr_y"] for r in rows],
+        ax.errorbar(np.arange(k) + 0.06 * (i - len(variants) / 2), [_nan(r["psnr_y"]) for r in rows],
                     yerr=[r["std"] or 0.0 for r in rows], marker="o", ms=3, capsize=3, label=v)
     ax.set_ylabel("Y-PSNR (dB), mean ± std over seeds")
     ax.set_xticks(range(k))
-    ax.set_title(f"per-class PSNR on {report['sub_images']} bank sub-images (class 0 = easiest)")
+    ax.set_title(f"{what}: {report['sub_images']} sub-images (class 0 = easiest)", fontsize=10)
     ax.legend(fontsize=8)
-    if others:
-        ax = axes[1][0]
-        for i, v in enumerate(others):
-            rows = [r for r in report["per_class"] if r["variant"] == v]
-            d = np.array([r.get("delta", np.nan) for r in rows])
-            ci = [r.get("ci95") or [r.get("delta", np.nan)] * 2 for r in rows]
-            err = [d - np.array([c[0] for c in ci]), np.array([c[1] for c in ci]) - d]
-            ax.errorbar(np.arange(k) + 0.08 * (i - len(others) / 2), d, yerr=err, fmt="o", capsize=3, label=v)
-        ax.axhline(0, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(range(k))
+    if not others:
         ax.set_xlabel("difficulty class")
-        ax.set_ylabel(f"Δ vs {base} (dB), 95% CI")
-        ax.legend(fontsize=8)
-    else:
-        ax.set_xlabel("difficulty class")
+        return
+    ax = axes_col[1]
+    for i, v in enumerate(others):
+        rows = [r for r in report["per_class"] if r["variant"] == v]
+        d = np.array([_nan(r.get("delta")) for r in rows])
+        ci = [r.get("ci95") or [_nan(r.get("delta"))] * 2 for r in rows]
+        err = [d - np.array([c[0] for c in ci]), np.array([c[1] for c in ci]) - d]
+        ax.errorbar(np.arange(k) + 0.08 * (i - len(others) / 2), d, yerr=err, fmt="o", capsize=3, label=v)
+    ax.axhline(0, color="grey", lw=0.8, ls="--")
+    ax.set_xticks(range(k))
+    ax.set_xlabel("difficulty class")
+    ax.set_ylabel(f"Δ vs {base} (dB), 95% CI")
+    ax.legend(fontsize=8)
+
+
+def per_class_png(report: dict[str, Any]) -> bytes:
+    """Top: Y-PSNR per class per variant (mean ± std over seeds); bottom: Δ vs the baseline (95 % CI).
+    With ``report["val"]`` two columns: train classes (left) and held-aside val classes (right)."""
+    plt = _plt()
+    others = [v for v in report["variants"] if v != report["baseline"]]
+    parts = [(report, "train classes (bank)")] + ([(report["val"], "val classes (held aside, train thresholds)")] if "val" in report else [])
+    nrows = 2 if others else 1
+    fig, axes = plt.subplots(nrows, len(parts), figsize=(7.5 * len(parts), 6.4 if others else 3.6), squeeze=False, sharex=True)
+    for j, (part, what) in enumerate(parts):
+        _per_class_panels([axes[r][j] for r in range(nrows)], part, what)
+    if len(parts) > 1:  # one PSNR scale per row, so the panels compare at a glance
+        for r in range(nrows):
+            lo = min(axes[r][j].get_ylim()[0] for j in range(len(parts)))
+            hi = max(axes[r][j].get_ylim()[1] for j in range(len(parts)))
+            for j in range(len(parts)):
+                axes[r][j].set_ylim(lo, hi)
     fig.tight_layout()
     return _png(fig)
 
@@ -287,26 +322,68 @@ def mse_histogram_png(report: dict[str, Any]) -> bytes:
     return _png(fig)
 
 
+def _psnr_cell(r: dict[str, Any]) -> str:
+    if r["psnr_y"] is None:
+        return "—"
+    return f"{r['psnr_y']:.2f} ± {r['std']:.2f}" if r["std"] is not None else f"{r['psnr_y']:.2f}"
+
+
+def _delta_cell(r: dict[str, Any]) -> str:
+    if "delta" not in r:
+        return ""
+    ci = r.get("ci95")
+    return f"{r['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+
+
 def _per_class_display(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per (variant, class); with ``report["val"]`` the val classes' columns beside the train ones."""
+    base = report["baseline"]
+    val = {(r["variant"], r["class"]): r for r in report["val"]["per_class"]} if "val" in report else None
     out = []
     for r in report["per_class"]:
-        row = {"variant": r["variant"], "class": r["class"], "n": r["n"],
-               "Y-PSNR": f"{r['psnr_y']:.2f} ± {r['std']:.2f}" if r["std"] is not None else f"{r['psnr_y']:.2f}", "seeds": r["seeds"]}
-        if "delta" in r:
-            ci = r.get("ci95")
-            row[f"Δ vs {report['baseline']}"] = f"{r['delta']:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "")
+        if val is None:
+            row = {"variant": r["variant"], "class": r["class"], "n": r["n"], "Y-PSNR": _psnr_cell(r), "seeds": r["seeds"]}
+            if r["variant"] != base:
+                row[f"Δ vs {base}"] = _delta_cell(r)
+        else:
+            w = val[(r["variant"], r["class"])]
+            row = {"variant": r["variant"], "class": r["class"], "seeds": r["seeds"], "train n": r["n"], "train Y-PSNR": _psnr_cell(r),
+                   f"train Δ vs {base}": _delta_cell(r), "val n": w["n"], "val Y-PSNR": _psnr_cell(w), f"val Δ vs {base}": _delta_cell(w)}
         out.append(row)
     return out
+
+
+def wide_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Variants (seed means) and their Δ vs the baseline as rows, classes as columns (as the paper's figure reads)."""
+    k, base = report["k"], report["baseline"]
+    by = {(r["variant"], r["class"]): r for r in report["per_class"]}
+    rows = [{"": v, **{f"class {c}": by[(v, c)]["psnr_y"] for c in range(k)}} for v in report["variants"]]
+    rows += [{"": f"{v} − {base}", **{f"class {c}": by[(v, c)].get("delta") for c in range(k)}} for v in report["variants"] if v != base]
+    rows.append({"": "sub-images", **{f"class {c}": by[(base, c)]["n"] for c in range(k)}})
+    return rows
+
+
+def _wide_markdown(report: dict[str, Any]) -> str:
+    rows = [{key: (f"{v:+.3f}" if "−" in str(r[""]) else f"{v:.2f}") if isinstance(v, float) else ("—" if v is None else v)
+             for key, v in r.items()} for r in wide_rows(report)]
+    return to_markdown(rows)
+
+
+# the per-class Δ pairs seeds (one pooled PSNR per class and seed), not images: report.experiment's CI_METHOD does not apply
+CLASS_CI = "Δ: mean over seeds of the paired difference variant − baseline of the class's pooled PSNR; [95% CI]: paired t over those seeds"
 
 
 def write_runs_report(report: dict[str, Any], out: str | Path, title: str = "BSPA: per-class PSNR and MSE tails") -> dict[str, Path]:
     """``bspa_report.json``, ``per_class.csv``, ``shares.csv``, ``per_class.png``, ``mse_hist.png``,
     ``bspa_report.md`` and ``bspa_report.html`` in ``out``."""
-    from attrsr.report.experiment import CI_METHOD
-
     out = Path(out)
+    val = report.get("val")
     pc, hist = per_class_png(report), mse_histogram_png(report)
-    table = [{k: (v if not isinstance(v, list) else " ".join(f"{x:.4f}" for x in v)) for k, v in r.items()} for r in report["per_class"]]
+
+    def flat(r: dict[str, Any], split: str) -> dict[str, Any]:
+        return {"split": split, **{k: (v if not isinstance(v, list) else " ".join(f"{x:.4f}" for x in v)) for k, v in r.items()}}
+
+    table = [flat(r, "train") for r in report["per_class"]] + ([flat(r, "val") for r in val["per_class"]] if val else [])
     paths = {
         "json": write_json_atomic(out / "bspa_report.json", report),
         "per_class_csv": write_text_atomic(out / "per_class.csv", to_csv(table)),
@@ -314,18 +391,33 @@ def write_runs_report(report: dict[str, Any], out: str | Path, title: str = "BSP
         "per_class_png": write_bytes_atomic(out / "per_class.png", pc),
         "mse_png": write_bytes_atomic(out / "mse_hist.png", hist),
     }
+    if val:
+        val_hist = mse_histogram_png(val)
+        paths["val_shares_csv"] = write_text_atomic(out / "shares_val.csv", to_csv(val["shares"]))
+        paths["val_mse_png"] = write_bytes_atomic(out / "mse_hist_val.png", val_hist)
     runs = ", ".join(f"{v} (seeds {report['seeds'][v]})" for v in report["variants"])
-    md = [f"# {title}", "", f"Runs: {runs}; baseline `{report['baseline']}`; {report['sub_images']} bank sub-images. "
+    where = f"{report['sub_images']} bank sub-images" + (f" (train classes) and {val['sub_images']} held-aside sub-images sorted by the same thresholds (val classes)" if val else "")
+    md = [f"# {title}", "", f"Runs: {runs}; baseline `{report['baseline']}`; {where}. "
           "Y-PSNR (8-bit SR, border = scale) of each class's sub-images pooled (their mean squared error), then mean ± std over seeds.", "",
-          "## Per-class Y-PSNR", "", to_markdown(_per_class_display(report)), "", CI_METHOD + ".", "", "![per-class PSNR](per_class.png)", "",
-          "## Share of sub-images in each bank class (by the bank's MSE thresholds)", "", to_markdown(report["shares"]), "",
-          "![MSE histogram](mse_hist.png)", "", "The bank itself (its histogram, classes and examples): [bank.md](bank.md).", ""]
+          "## Per-class Y-PSNR", "", to_markdown(_per_class_display(report)), "", CLASS_CI + ".", "", "![per-class PSNR](per_class.png)", "",
+          "### Train classes (seed means, dB)", "", _wide_markdown(report), ""]
+    if val:
+        md += ["### Val classes (held aside, seed means, dB)", "", _wide_markdown(val), ""]
+    md += ["## Share of sub-images in each bank class (by the bank's MSE thresholds)", "", to_markdown(report["shares"]), "",
+           "![MSE histogram](mse_hist.png)", ""]
+    if val:
+        md += ["### Val sub-images", "", to_markdown(val["shares"]), "", "![MSE histogram, val](mse_hist_val.png)", ""]
+    md += ["The bank itself (its histogram, classes and examples): [bank.md](bank.md).", ""]
     paths["md"] = write_text_atomic(out / "bspa_report.md", "\n".join(md))
-    page = HtmlPage(title, f"baseline {report['baseline']}; {report['sub_images']} bank sub-images")
+    page = HtmlPage(title, f"baseline {report['baseline']}; {where}")
     page.paragraph(f"Runs: {runs}.")
-    page.image(pc, "Top: Y-PSNR per difficulty class, mean ± std over seeds. Bottom: paired Δ vs the baseline, 95% CI over seeds.")
-    page.heading("Per-class Y-PSNR").table(_per_class_display(report)).paragraph(CI_METHOD + ".")
+    page.image(pc, "Top: Y-PSNR per difficulty class, mean ± std over seeds. Bottom: paired Δ vs the baseline, 95% CI over seeds."
+               + (" Left: train classes; right: held-aside val classes (the train bank's thresholds)." if val else ""))
+    page.heading("Per-class Y-PSNR").table(_per_class_display(report)).paragraph(CLASS_CI + ".")
     page.image(hist, "MSE per sub-image: the bank's scorer (dotted) and each variant's seed-mean; dashed: the bank's class thresholds.")
     page.heading("Share of sub-images in each bank class").table(report["shares"], digits=4)
+    if val:
+        page.image(val_hist, "The same on the held-aside (val) sub-images.")
+        page.heading("Share of val sub-images in each class").table(val["shares"], digits=4)
     paths["html"] = page.write(out / "bspa_report.html")
     return paths
