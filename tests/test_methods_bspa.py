@@ -173,3 +173,44 @@ def test_frozen_weights_stay_bit_identical_for_100_steps_and_the_ema_sees_them(t
     ema = dict(tr.ema.module.named_parameters())
     for k, v in expected.items():
         torch.testing.assert_close(ema[k].double(), v, rtol=0, atol=1e-6)
+
+
+def test_val_bank_rows_score_the_held_aside_classes(tmp_path, cache):
+    """``val_bank``: per-class PSNR rows on a held-aside bank sorted by the training bank's thresholds
+    (every sub-image of each non-empty class, recomputed batched), and a bank sorted otherwise refused."""
+    from attrsr.data.bank import SubImageBank, pooled_psnr, read_bank, score_crops, write_bank
+    from attrsr.data.cache import prepare_cache
+    from attrsr.data.datasets import open_dataset
+    from attrsr.data.longtail import classes_by_thresholds
+
+    train = read_bank(_synthetic_bank(tmp_path / "bank"))
+    ds = open_dataset("samples:val", 2)
+    names, tops, lefts = zip(*[(e.name, t, left) for e in ds.entries[:2] for t in (0, 8) for left in (0, 8, 16)])
+    mse = np.random.default_rng(1).lognormal(-7, 1.5, size=len(names))
+    val = SubImageBank(list(names), np.array(tops), np.array(lefts), mse, classes_by_thresholds(mse, train.classes), 16, 8, 2,
+                       {"data": "samples:val", "thresholds_from": {"bank": str(tmp_path / "bank")}})
+    write_bank(val, tmp_path / "val")
+    tr = run(tiny_config(cache, "train.iterations=1", _bspa(alternate=False, val_per_class=20, k=None, bank=str(tmp_path / "bank"),
+                                                            val_bank=str(tmp_path / "val")), val=True), tmp_path / "run")
+    rows = {r["dataset"]: r for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+            if (r := json.loads(line)).get("kind") == "val" and str(r.get("dataset", "")).startswith("bspa-")}
+    sizes = val.classes.sizes
+    assert {d for d in rows if d.startswith("bspa-val-class")} == {f"bspa-val-class{c}" for c in range(4) if sizes[c]}
+    assert {d for d in rows if d.startswith("bspa-class")} == {f"bspa-class{c}" for c in range(4)}
+    images = prepare_cache(ds, cache, progress=False)
+    at = {n: i for i, n in enumerate(images.names)}
+    model = tr.model.eval()
+    for c in range(4):
+        members = np.flatnonzero(val.classes.classes == c)
+        if not len(members):
+            continue
+        crops = [(images.lr(at[names[j]]), images.hr(at[names[j]]), tops[j], lefts[j]) for j in members]
+        expected = pooled_psnr(score_crops(model, crops, 16, 2, 64, psnr_y=True)[:, 1])
+        assert rows[f"bspa-val-class{c}"]["n"] == len(members)
+        assert rows[f"bspa-val-class{c}"]["psnr_y"] == pytest.approx(expected, abs=1e-4)
+
+    other = _edit_bank(tmp_path / "val", tmp_path / "other", {"thresholds": [t * 2 for t in train.classes.thresholds]})
+    with pytest.raises(AttrsrError, match=re.escape("not sorted by the training bank's thresholds")):
+        run(tiny_config(cache, "train.iterations=1", _bspa(alternate=False, k=None, bank=str(tmp_path / "bank"), val_bank=str(other))),
+            tmp_path / "refused")
+    assert not (tmp_path / "refused" / "model.safetensors").exists()

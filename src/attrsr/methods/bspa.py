@@ -21,6 +21,10 @@
   their θ_is values, restored after every optimiser step (``freeze: restore``, the authors' way) or
   their gradients zeroed (``freeze: mask_grad``; Adam's momentum still moves them slightly — documented
   difference). Training continues from θ_is. Completeness of each IG is logged (``bspa`` rows).
+* **Validation rows** (the paper's Fig. 3): Y-PSNR per class on ``val_per_class`` fixed sub-images of
+  each training class (``bspa-class<k>``) and, with ``val_bank`` (a held-aside bank sorted by this
+  bank's thresholds: ``attrsr bspa bank --data 291:val --thresholds-from BANK``), of each val class
+  (``bspa-val-class<k>``). ``attrsr bspa report --val-bank`` scores all sub-images after training.
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ class BSPAParams(BaseModel):
     ig_batches: int = Field(2, ge=1)
     beta: float = Field(0.1, ge=0.0, le=1.0)
     val_per_class: int = Field(8, ge=0, description="sub-images per class in the per-class PSNR rows (0: none)")
+    val_bank: str | None = Field(None, description="a held-aside bank sorted by the training bank's thresholds (attrsr bspa bank "
+                                 "--thresholds-from): per-class PSNR rows on its sub-images too (bspa-val-class<k>)")
     level: Literal["weight", "filter"] = "weight"
     freeze: Literal["restore", "mask_grad"] = "restore"
 
@@ -111,6 +117,29 @@ class BSPA(Method):
         pick = np.random.default_rng([ctx.cfg.seed, 11])
         self.val_items = {c: pick.permutation(np.flatnonzero(self.classes.classes == c))[: p.val_per_class]
                           for c in range(self.classes.k)} if p.val_per_class else {}
+        self.held = self._held_aside(bank, pick) if p.val_bank is not None else None
+
+    def _held_aside(self, train, pick: np.random.Generator) -> dict[str, Any]:
+        """The ``val_bank``'s images and a fixed sample of each of its classes, after checking that it
+        was sorted by this training bank's thresholds (its classes would mean nothing otherwise)."""
+        from attrsr.data.bank import read_bank
+        from attrsr.data.cache import prepare_cache
+        from attrsr.data.datasets import open_dataset
+
+        p, ctx = self.params, self.ctx
+        where = f"bspa val_bank {p.val_bank}"
+        val = read_bank(p.val_bank)
+        same = (val.scale, val.size, val.step, val.classes.k) == (train.scale, train.size, train.step, train.classes.k)
+        if not val.held_aside or not same or list(val.classes.thresholds) != list(train.classes.thresholds):
+            raise AttrsrError(f"{where}: not sorted by the training bank's thresholds; build it with attrsr bspa bank --data … "
+                              f"--thresholds-from {p.bank or ctx.out}")
+        if not val.meta.get("data"):
+            raise AttrsrError(f"{where}: classes.json does not say which images it was built on; rebuild it")
+        # every rank opens the cache (a concurrent build is resolved by an atomic rename)
+        images = prepare_cache(open_dataset(val.meta["data"], ctx.cfg.scale), ctx.cfg.data.cache_dir, progress=False)
+        image = val.image_indices(images.names, images.lr_sizes, where=where)
+        items = {c: pick.permutation(np.flatnonzero(val.classes.classes == c))[: p.val_per_class] for c in range(val.classes.k)}
+        return {"images": images, "image": image, "top": val.top, "left": val.left, "items": items}
 
     def _scorer(self, scale: int) -> torch.nn.Module:
         from attrsr import models
@@ -128,23 +157,31 @@ class BSPA(Method):
 
     def validate(self, model: torch.nn.Module, step: int) -> list[dict[str, Any]]:
         """Y-PSNR (border = scale, 8-bit SR; the sub-images' errors pooled) per difficulty class on a fixed sample of its sub-images:
-        rows ``bspa-class<k>`` (class 0 = easiest). Drawn from the training bank (train classes)."""
+        rows ``bspa-class<k>`` (class 0 = easiest) from the training bank (train classes) and, with ``val_bank``,
+        ``bspa-val-class<k>`` from the held-aside bank (val classes; an empty class gives no row)."""
+        rows = self._class_rows(model, "bspa-class", self.ctx.images, self.image, self.top, self.left, self.val_items)
+        if self.held is not None:
+            h = self.held
+            rows += self._class_rows(model, "bspa-val-class", h["images"], h["image"], h["top"], h["left"], h["items"])
+        return rows
+
+    def _class_rows(self, model, prefix, images, image, top, left, items_of) -> list[dict[str, Any]]:
         from attrsr.data.bank import pooled_psnr
         from attrsr.metrics import psnr
 
         rows = []
         s, size = self.ctx.cfg.scale, self.size
-        for c, items in self.val_items.items():
+        for c, items in items_of.items():
             values = []
             for j in items:
-                i, t, l = int(self.image[j]), int(self.top[j]), int(self.left[j])
-                lr = torch.from_numpy(np.array(self.ctx.images.lr(i)[t : t + size, l : l + size])).permute(2, 0, 1).float() / 255
-                hr = np.array(self.ctx.images.hr(i)[s * t : s * (t + size), s * l : s * (l + size)])
+                i, t, l = int(image[j]), int(top[j]), int(left[j])
+                lr = torch.from_numpy(np.array(images.lr(i)[t : t + size, l : l + size])).permute(2, 0, 1).float() / 255
+                hr = np.array(images.hr(i)[s * t : s * (t + size), s * l : s * (l + size)])
                 with torch.no_grad():
                     sr = model(lr[None].to(self.ctx.device))[0].clamp(0, 1).cpu()
                 values.append(psnr(sr, torch.from_numpy(hr).permute(2, 0, 1).float() / 255, crop_border=s))
             if values:  # pooled: a flat sub-image reproduced exactly (PSNR inf) does not make the class inf
-                rows.append({"dataset": f"bspa-class{c}", "psnr_y": pooled_psnr(values), "n": len(values)})
+                rows.append({"dataset": f"{prefix}{c}", "psnr_y": pooled_psnr(values), "n": len(values)})
         return rows
 
     # -- sampling ----------------------------------------------------------------------------
