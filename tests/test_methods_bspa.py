@@ -114,7 +114,6 @@ def test_method_reuses_a_bank_by_path_and_checks_it(tmp_path, cache):
         "image": (None, lambda r: "nosuchimage" + r[r.index(","):], {}, "1 image(s) of the bank are not in the training set (e.g. nosuchimage)"),
         "off": (None, lambda r: ",".join([r.split(",")[0], "5000", *r.split(",")[2:]]), {}, "runs off its"),
         "classes": (None, lambda r: ",".join([*r.split(",")[:5], "3" if r.split(",")[5] != "3" else "0"]), {}, "class counts disagree"),
-        "held-aside": ({"thresholds_from": {"bank": "/banks/train"}}, None, {}, "a held-aside bank (classes from /banks/train's thresholds) cannot be trained on"),
     }
     for name, (meta, row, recipe, msg) in bad.items():
         folder = _edit_bank(first, tmp_path / f"bad-{name}", meta, row)
@@ -210,7 +209,8 @@ def test_val_bank_rows_score_the_held_aside_classes(tmp_path, cache):
         assert rows[f"bspa-val-class{c}"]["psnr_y"] == pytest.approx(expected, abs=1e-4)
 
     other = _edit_bank(tmp_path / "val", tmp_path / "other", {"thresholds": [t * 2 for t in train.classes.thresholds]})
-    with pytest.raises(AttrsrError, match=re.escape("not sorted by the training bank's thresholds")):
-        run(tiny_config(cache, "train.iterations=1", _bspa(alternate=False, k=None, bank=str(tmp_path / "bank"), val_bank=str(other))),
-            tmp_path / "refused")
-    assert not (tmp_path / "refused" / "model.safetensors").exists()
+    for params, msg in [({"bank": str(tmp_path / "bank"), "val_bank": str(other)}, "not sorted by the training bank's thresholds"),
+                        ({"bank": str(tmp_path / "val")}, f"a held-aside bank (classes from {tmp_path / 'bank'}'s thresholds) cannot be trained on")]:
+        with pytest.raises(AttrsrError, match=re.escape(msg)):
+            run(tiny_config(cache, "train.iterations=1", _bspa(alternate=False, k=None, **params)), tmp_path / "refused")
+        assert not (tmp_path / "refused" / "model.safetensors").exists()
