@@ -68,30 +68,36 @@ VARIANTS = ("sr4ir", "s_then_t", "t_then_s", "joint", "lr_t", "hr_t")
 _LEVELS = {
     "segmentation": ("stem", "layer1", "layer2", "layer3", "layer4", "backbone"),
     "classification": ("stem", "layer1", "layer2", "layer3", "layer4"),
+    "detection": ("stem", "layer1", "layer2", "layer3", "layer4", "p2", "p3", "p4", "p5"),
 }
 # The paper's per-task settings (METHODS.md §5).
 _DEFAULTS = {
     "segmentation": {"num_classes": 11, "tdp": {"backbone": 1.0}, "grid": 8, "task_lr": 2e-2},
     "classification": {"num_classes": 50, "tdp": {"layer4": 1.0}, "grid": 4, "task_lr": 3e-2},
+    "detection": {"num_classes": 80, "tdp": {"p2": 0.5, "p3": 0.5}, "grid": 8, "task_lr": 2e-2},
 }
 
 
 class SR4IRParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    task: Literal["segmentation", "classification"] = "segmentation"
+    task: Literal["segmentation", "classification", "detection"] = "segmentation"
     variant: Literal["sr4ir", "s_then_t", "t_then_s", "joint", "lr_t", "hr_t"] = "sr4ir"
     labels: str | None = Field(None, description="segmentation label folder (default: the training folder's name + 'annot')")
-    val: str | None = Field(None, description="validation split: CamVid folder name beside data.train ('val'), CUB-50 split ('test'); '' for none")
+    val: str | None = Field(None, description="validation split: CamVid folder name beside data.train ('val'), CUB-50 or COCO128 split ('test'); '' for none")
+    annotations: str | None = Field(None, description="detection: the COCO instances json (default: <data.train>/../annotations/instances_<data.train's name>.json)")
     eval_split: str = Field("test", description="split that evaluate_run (attrsr experiment) reports")
-    num_classes: int | None = Field(None, ge=2, description="default: 11 (CamVid), 50 (CUB-50)")
+    num_classes: int | None = Field(None, ge=2, description="default: 11 (CamVid), 50 (CUB-50), 80 (COCO)")
     ignore_index: int = 11
-    tdp: dict[str, float] | None = Field(None, description="TDP levels and weights (default: seg backbone 1, cls layer4 1)")
+    tdp: dict[str, float] | None = Field(None, description="TDP levels and weights (default: seg backbone 1, cls layer4 1, det p2 0.5 + p3 0.5)")
     warmup: float = Field(0.1, ge=0.0, le=1.0, description="fraction of the iterations before the TDP loss starts")
-    grid: int | None = Field(None, ge=1, description="CQMix cells per side (default: seg 8, cls 4)")
-    task_lr: float | None = Field(None, gt=0.0, description="T's SGD learning rate (default: seg 2e-2, cls 3e-2)")
+    grid: int | None = Field(None, ge=1, description="CQMix cells per side (default: seg/det 8, cls 4)")
+    task_lr: float | None = Field(None, gt=0.0, description="T's SGD learning rate (default: seg/det 2e-2, cls 3e-2)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     task_width: int = Field(64, ge=4, description="T's stem channels (64 = ResNet-18; narrower for CPU runs)")
     aspp_channels: int = Field(128, ge=4)
+    fpn_channels: int = Field(64, ge=4, description="detection: channels of the FPN levels and the CenterNet head")
+    min_box: float = Field(2.0, ge=0.0, description="detection: boxes narrower or shorter than this (HR pixels) after cropping are dropped")
+    top_k: int = Field(100, ge=1, description="detection: boxes kept per image when decoding (COCO's 100)")
     stage: float = Field(0.5, gt=0.0, lt=1.0, description="first stage's share of the iterations (s_then_t, t_then_s)")
     task_weight: float = Field(1.0, ge=0.0, description="weight of the task loss in S's objective (t_then_s, joint)")
     val_images: int = Field(4, ge=0, description="validation images per validation (0: all)")
@@ -105,8 +111,10 @@ class SR4IRParams(BaseModel):
         bad = [k for k in self.tdp if k not in _LEVELS[self.task]]
         if bad:
             raise ValueError(f"tdp: the {self.task} network has no feature level(s) {', '.join(bad)}; it has: {', '.join(_LEVELS[self.task])}")
-        if self.task == "classification" and self.labels is not None:
-            raise ValueError("labels: only for segmentation (CUB-50's labels come from its index files)")
+        if self.task != "segmentation" and self.labels is not None:
+            raise ValueError("labels: only for segmentation (CUB-50's labels come from its index files, COCO's from `annotations`)")
+        if self.task != "detection" and self.annotations is not None:
+            raise ValueError("annotations: only for detection")
         return self
 
 
@@ -126,11 +134,13 @@ class SR4IR(Method):
     # Set-up
 
     def _build_task(self) -> torch.nn.Module:
-        from attrsr.tasks.networks import DeepLabV3Segmenter, ResNet18Classifier
+        from attrsr.tasks.networks import CenterNetDetector, DeepLabV3Segmenter, ResNet18Classifier
 
         p = self.params
         if p.task == "segmentation":
             return DeepLabV3Segmenter(p.num_classes, p.aspp_channels, p.task_width)
+        if p.task == "detection":
+            return CenterNetDetector(p.num_classes, p.fpn_channels, p.task_width)
         return ResNet18Classifier(p.num_classes, p.task_width)
 
     def _stage_split(self, iterations: int) -> int:
@@ -148,6 +158,8 @@ class SR4IR(Method):
         train = Path(str(cfg.data.train))
         if p.task == "segmentation":
             self._setup_segmentation(ctx, train)
+        elif p.task == "detection":
+            self._setup_detection(ctx, train)
         else:
             self._setup_classification(ctx, train)
         task = self._build_task()
@@ -197,8 +209,36 @@ class SR4IR(Method):
         self.val_split = "test" if p.val is None else (p.val or None)
         self.cub_root = root
 
+    def _coco(self, train: Path) -> tuple[Path, Path, list[int]]:
+        """(dataset root, annotation json, category ids) of the detection data whose images are ``train``."""
+        from attrsr.tasks.datasets import coco_categories
+
+        p = self.params
+        ann = Path(p.annotations) if p.annotations else train.parent / "annotations" / f"instances_{train.name}.json"
+        ids = coco_categories(train.parent, str(ann.resolve()))
+        if len(ids) != p.num_classes:
+            raise AttrsrError(f"{ann}: {len(ids)} categories, but the method's num_classes is {p.num_classes}; set num_classes: {len(ids)}")
+        return train.parent, ann, ids
+
+    def _setup_detection(self, ctx: MethodContext, train: Path) -> None:
+        from attrsr.tasks.datasets import coco_detection, coco_split, pad_boxes
+
+        p = self.params
+        if ctx.cfg.data.flip or ctx.cfg.data.rot90:
+            raise AttrsrError("sr4ir: set data.flip=false and data.rot90=false (the method flips images and boxes together itself)")
+        root, ann, self.category_ids = self._coco(train)
+        samples = coco_detection(root, str(ann.resolve()), train.name)  # a box outside its image stops here
+        by_name = {s.image.stem: s for s in samples}
+        missing = [n for n in ctx.images.names if n not in by_name]
+        if missing:
+            raise AttrsrError(f"{train / missing[0]}: an image of data.train without an entry in {ann}")
+        self.det_boxes, self.det_labels, self.det_crowd = pad_boxes([by_name[n] for n in ctx.images.names], self.category_ids)
+        index = {n: i for i, n in enumerate(ctx.images.names)}
+        self.train_indices = np.array(sorted(index[s.image.stem] for s in coco_split(samples, "train") if s.image.stem in index))
+        self.val_split = "test" if p.val is None else (p.val or None)
+
     def plan_epoch(self, epoch: int, plan, rng: np.random.Generator):
-        if self.params.task != "classification":
+        if self.params.task == "segmentation":
             return plan
         # Only the training split: the engine decoded the test images of the same folders too.
         keep = np.isin(plan.image, self.train_indices)
@@ -213,6 +253,17 @@ class SR4IR(Method):
             label = F.pixel_shuffle(batch["aux"]["label"].float(), self.scale)[:, 0].round().long()
             if rng.random() < 0.5:
                 lr, hr, label = lr.flip(-1), hr.flip(-1), label.flip(-1)
+        elif self.params.task == "detection":
+            from attrsr.tasks.datasets import crop_flip_boxes
+
+            # Boxes ride beside the batch as padded tensors (labels −1 = none), cropped and flipped here.
+            image = batch["image"].cpu()
+            flip = torch.from_numpy(rng.random(len(image)) < 0.5)
+            boxes, labels = crop_flip_boxes(self.det_boxes[image], self.det_labels[image], batch["top"].cpu() * self.scale,
+                                            batch["left"].cpu() * self.scale, hr.shape[-1], flip, self.params.min_box)
+            where = flip.to(lr.device).view(-1, 1, 1, 1)
+            lr, hr = torch.where(where, lr.flip(-1), lr), torch.where(where, hr.flip(-1), hr)
+            label = {"boxes": boxes.to(lr.device), "labels": labels.to(lr.device), "crowd": self.det_crowd[image].to(lr.device)}
         else:
             label = self.image_labels.to(batch["image"].device)[batch["image"]]
         out = {**batch, "lr": lr, "hr": hr, "task_label": label}
@@ -220,7 +271,13 @@ class SR4IR(Method):
         self.mix_seed = int(rng.integers(0, 2**62))
         return out
 
-    def _task_loss(self, logits: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    def _task_loss(self, logits, label) -> torch.Tensor:
+        if self.params.task == "detection":
+            from attrsr.tasks.detection import centernet_loss, centernet_targets
+
+            targets = centernet_targets(label["boxes"], label["labels"], self.params.num_classes, tuple(logits["heatmap"].shape[-2:]),
+                                        self.task.STRIDE, label["crowd"])
+            return centernet_loss(logits, targets)
         if self.params.task == "segmentation":
             return F.cross_entropy(logits, label, ignore_index=self.params.ignore_index)
         return F.cross_entropy(logits, label)
@@ -310,9 +367,14 @@ class SR4IR(Method):
         return sr, sr
 
     def _eval_items(self, split: str, limit: int) -> tuple[str, list[tuple[str, Path, Any]]]:
-        """(benchmark name, [(image name, image path, label path or class id)])."""
-        from attrsr.tasks.datasets import camvid, cub50
+        """(benchmark name, [(image name, image path, label path, class id or COCO image id)])."""
+        from attrsr.tasks.datasets import camvid, coco_detection, coco_split, cub50
 
+        if self.params.task == "detection":
+            train = Path(str(self.ctx_cfg.data.train))
+            root, ann, _ = self._coco(train)
+            items = [(s.image.stem, s.image, s.image_id) for s in coco_split(coco_detection(root, str(ann.resolve()), train.name), split)]
+            return f"{root.name}:{split}", _evenly(items, limit)
         if self.params.task == "segmentation":
             root = self.data_root
             items = [(s.image.stem, s.image, s.label) for s in camvid(root, split)]
@@ -327,11 +389,21 @@ class SR4IR(Method):
         from attrsr.tasks.metrics import ConfusionMatrix
 
         p = self.params
+        if p.task == "detection" and not hasattr(self, "category_ids"):
+            self.category_ids = self._coco(Path(str(self.ctx_cfg.data.train)))[2]
         cm = ConfusionMatrix(p.num_classes, p.ignore_index) if p.task == "segmentation" else None
         images: dict[str, dict[str, float]] = {}
+        detections: list[dict[str, Any]] = []
         task.eval()
         for name, path, target in items:
             hr = load_image(path)[None].to(device)
+            if p.task == "detection":
+                hr = modcrop(hr, self.scale)
+                with torch.no_grad():
+                    x, sr = self._task_input(model, make_lr(hr, self.scale), hr)
+                detections += self._detect(task, x, target)
+                images[name] = {"psnr_rgb": psnr(sr[0].cpu(), hr[0].cpu(), crop_border=self.scale, y_channel=False)}
+                continue
             if p.task == "segmentation":
                 label = read_camvid_label(target, p.num_classes, p.ignore_index)
                 h, w = (hr.shape[-2] // self.scale) * self.scale, (hr.shape[-1] // self.scale) * self.scale
@@ -347,9 +419,37 @@ class SR4IR(Method):
             else:
                 row["top1"] = float(int(out.argmax(1)[0]) == int(target))
             images[name] = row
+        mean_psnr = float(np.mean([r["psnr_rgb"] for r in images.values()]))
+        if p.task == "detection":
+            from attrsr.tasks.metrics import coco_map
+
+            ap = coco_map(self._coco_truth([target for _, _, target in items]), detections)
+            return {"map": ap["map"], "map50": ap["map50"], "psnr_rgb": mean_psnr, "images": images}
         metric = "miou" if cm is not None else "top1"
         value = cm.miou() if cm is not None else float(np.mean([r["top1"] for r in images.values()]))
-        return {metric: value, "psnr_rgb": float(np.mean([r["psnr_rgb"] for r in images.values()])), "images": images}
+        return {metric: value, "psnr_rgb": mean_psnr, "images": images}
+
+    def _detect(self, task: torch.nn.Module, x: torch.Tensor, image_id: int) -> list[dict[str, Any]]:
+        """COCO result rows of T's detections on one image (its boxes in the image's pixels)."""
+        from attrsr.tasks.detection import centernet_decode
+
+        with torch.no_grad():
+            boxes, scores, cls = centernet_decode(task(x), task.STRIDE, self.params.top_k, tuple(x.shape[-2:]))
+        rows = []
+        for (x0, y0, x1, y1), score, c in zip(boxes[0].tolist(), scores[0].tolist(), cls[0].tolist()):
+            if x1 > x0 and y1 > y0:
+                rows.append({"image_id": int(image_id), "category_id": self.category_ids[c], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score})
+        return rows
+
+    def _coco_truth(self, image_ids: list[int]) -> dict[str, Any]:
+        """The annotation json restricted to ``image_ids`` (the evaluated images)."""
+        import json
+
+        _, ann, _ = self._coco(Path(str(self.ctx_cfg.data.train)))
+        data = json.loads(ann.read_text())
+        keep = set(image_ids)
+        return {**data, "images": [im for im in data["images"] if im["id"] in keep],
+                "annotations": [a for a in data["annotations"] if a["image_id"] in keep]}
 
     @property
     def data_root(self) -> Path:
@@ -382,6 +482,12 @@ class SR4IR(Method):
 def _cub_name(path: Path) -> str:
     """A CUB image's name in the decoded training set: ``Species/NNNN``."""
     return f"{path.parent.name}/{path.stem}"
+
+
+def modcrop(img: torch.Tensor, scale: int) -> torch.Tensor:
+    """The top-left part of ``img`` whose sides are multiples of ``scale`` (as the engine crops HR)."""
+    h, w = img.shape[-2:]
+    return img[..., : h - h % scale, : w - w % scale]
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
