@@ -17,6 +17,19 @@ Tasks:
   sub-folders), the labels and the split come from the index files beside it (flag 0 = train, see
   ``attrsr.tasks.datasets.cub50``). The engine decodes every image but the method's sampler draws
   only the training split. Metric top-1.
+* ``detection`` (COCO128): a CenterNet-style detector (class heatmap, log size and sub-cell offset on
+  the stride-4 level of an FPN over the ResNet-18 trunk; :class:`attrsr.tasks.networks.CenterNetDetector`,
+  :mod:`attrsr.tasks.detection`). ``data.train`` is the ``train2017`` folder, the boxes come from the
+  COCO json beside it (``annotations``; a box outside its image stops the run before training). COCO128
+  has one split: every 4th image by id (32) is held out as ``test`` (validation and evaluation), the
+  other 96 train (the method's sampler draws only those). Boxes ride beside the batch as padded
+  tensors (class indices 0..79 ↔ the json's sorted category ids, −1 = none): each image's boxes are
+  shifted to the engine's crop, clipped to it, dropped under ``min_box`` HR pixels, and mirrored with
+  the image (the method flips, p = 0.5 per sample, so ``data.flip``/``data.rot90`` must be off); crowd
+  boxes are no objects, their area is ignored by the heatmap loss. T's gradient norm is clipped to
+  ``task_grad_clip`` (10): the head diverges within a few SGD steps at 2e-2 without it. Metrics COCO
+  mAP@[.5:.95] and mAP50 through pycocotools over the evaluation images' top-``top_k`` boxes (on the
+  whole modcropped image, boxes in its pixels, against the json's boxes).
 
 Variants (the paper's §4 scenarios; ``stage`` splits the run for the two-stage ones):
 
@@ -41,8 +54,8 @@ and twice the iterations, each network of a two-stage variant gets as many updat
 Validation rows (the ``val`` split, at each validation): the task metric of T on the input it is
 evaluated on (HR for ``hr_t``, bilinear LR for ``lr_t``, S(LR) otherwise) and the PSNR of S(LR).
 ``evaluate_run`` (``attrsr experiment``) gives the same on the evaluation split (``eval_split``:
-CamVid test, CUB-50 test) as the benchmark ``<task data>:<split>``: RGB PSNR of S(LR) (8-bit, border
-= scale) per image, mIoU (dataset level) or top-1 (per image).
+CamVid test, CUB-50 test, COCO128's held-out quarter) as the benchmark ``<task data>:<split>``: RGB
+PSNR of S(LR) (8-bit, border = scale) per image, mIoU or mAP/mAP50 (dataset level) or top-1 (per image).
 
 Reconstruction choices (the paper is silent): S's AdamW schedule is the engine's cosine over the
 whole run also in the two-stage variants; the task loss in ``t_then_s``/``joint`` has weight 1;
@@ -72,9 +85,11 @@ _LEVELS = {
 }
 # The paper's per-task settings (METHODS.md §5).
 _DEFAULTS = {
-    "segmentation": {"num_classes": 11, "tdp": {"backbone": 1.0}, "grid": 8, "task_lr": 2e-2},
-    "classification": {"num_classes": 50, "tdp": {"layer4": 1.0}, "grid": 4, "task_lr": 3e-2},
-    "detection": {"num_classes": 80, "tdp": {"p2": 0.5, "p3": 0.5}, "grid": 8, "task_lr": 2e-2},
+    "segmentation": {"num_classes": 11, "tdp": {"backbone": 1.0}, "grid": 8, "task_lr": 2e-2, "task_grad_clip": 0.0},
+    "classification": {"num_classes": 50, "tdp": {"layer4": 1.0}, "grid": 4, "task_lr": 3e-2, "task_grad_clip": 0.0},
+    # The CenterNet head diverges within a few SGD steps at 2e-2 without clipping (measured: loss 7 → 1e8 by
+    # step 6 on two COCO crops; with the gradient norm clipped to 10 it falls to 1.6 in 15 steps).
+    "detection": {"num_classes": 80, "tdp": {"p2": 0.5, "p3": 0.5}, "grid": 8, "task_lr": 2e-2, "task_grad_clip": 10.0},
 }
 
 
@@ -93,6 +108,7 @@ class SR4IRParams(BaseModel):
     grid: int | None = Field(None, ge=1, description="CQMix cells per side (default: seg/det 8, cls 4)")
     task_lr: float | None = Field(None, gt=0.0, description="T's SGD learning rate (default: seg/det 2e-2, cls 3e-2)")
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    task_grad_clip: float | None = Field(None, ge=0.0, description="clip T's gradient norm to this before its step; 0 = off (default: det 10, seg/cls off)")
     task_width: int = Field(64, ge=4, description="T's stem channels (64 = ResNet-18; narrower for CPU runs)")
     aspp_channels: int = Field(128, ge=4)
     fpn_channels: int = Field(64, ge=4, description="detection: channels of the FPN levels and the CenterNet head")
@@ -348,6 +364,8 @@ class SR4IR(Method):
             self.task_opt.zero_grad(set_to_none=True)
             loss = sum(self._task_loss(self.task_forward(x), batch["task_label"]) for x in inputs) / len(inputs)
             loss.backward()
+        if self.params.task_grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.task.parameters(), self.params.task_grad_clip)
         self.task_opt.step()
         self.task_sched.step()
         self._freeze_task(True)
@@ -530,16 +548,27 @@ def _load_run(folder: Path):
     return cfg, model, method, task.eval()
 
 
-def pictures(runs: dict[str, str | Path], images: list[str], out: str | Path, *, split: str = "test") -> list[dict[str, Any]]:
+def _draw_boxes(ax, boxes, names, colour: str) -> None:
+    from matplotlib.patches import Rectangle
+
+    for (x0, y0, x1, y1), name in zip(boxes, names):
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=colour, linewidth=1.2))
+        ax.text(x0, y0, name, fontsize=5, color="black", backgroundcolor=colour, va="bottom")
+
+
+def pictures(runs: dict[str, str | Path], images: list[str], out: str | Path, *, split: str = "test",
+             score_threshold: float = 0.3) -> list[dict[str, Any]]:
     """A figure like the paper's Figs. 4-6 from finished runs of one task and scale.
 
     ``runs``: column title → run folder (e.g. ``{"bilinear (LR→T)": …/lr_t/seed0, "S→T": …/s_then_t/seed0,
     "SR4IR": …/sr4ir/seed0}``); each column shows what that run's task network is evaluated on (bilinear
     LR for ``lr_t``, HR for ``hr_t``, S(LR) otherwise) with its RGB PSNR, and the network's prediction
-    (segmentation: the coloured map and the frame's mIoU; classification: the predicted species, ✓/✗).
-    The first column is HR with the ground truth. ``images``: names in the split (CamVid frame stem,
-    CUB ``Species/NNNN``). Written atomically as PNG (or any format matplotlib knows by suffix).
-    Returns what the panels say: one row per image and run (``psnr_rgb``; ``miou`` or ``pred``)."""
+    (segmentation: the coloured map and the frame's mIoU; classification: the predicted species, ✓/✗;
+    detection: the boxes scoring at least ``score_threshold`` with their classes, and the image's COCO
+    mAP over all its decoded boxes). The first column is HR with the ground truth (detection: crowd
+    boxes left out). ``images``: names in the split (CamVid frame stem, CUB ``Species/NNNN``, COCO file
+    stem). Written atomically as PNG (or any format matplotlib knows by suffix). Returns what the
+    panels say: one row per image and run (``psnr_rgb``; ``miou``, ``pred`` or ``map`` and ``boxes``)."""
     import io
 
     import matplotlib
@@ -568,11 +597,18 @@ def pictures(runs: dict[str, str | Path], images: list[str], out: str | Path, *,
     if unknown:
         raise AttrsrError(f"pictures: {', '.join(unknown)} not in the {split} split (e.g. {', '.join(list(by_name)[:3])})")
     seg = first.params.task == "segmentation"
+    det = first.params.task == "detection"
     rows_per = 2 if seg else 1
     cols = 1 + len(loaded)
     fig, axes = plt.subplots(rows_per * len(images), cols, figsize=(3.2 * cols, 2.6 * rows_per * len(images)), squeeze=False)
     class_names = None
-    if not seg:
+    if det:
+        from attrsr.tasks.metrics import coco_map
+
+        first.category_ids = first._coco(Path(str(first.ctx_cfg.data.train)))[2]
+        truth_all = first._coco_truth([target for _, target in by_name.values()])
+        class_names = {c["id"]: c["name"] for c in truth_all["categories"]}
+    elif not seg:
         table = (first.data_root / "classes.txt").read_text().splitlines()
         class_names = {int(a): b.strip() for a, b in (ln.split(",", 1) for ln in table if ln.strip())}
     shown: list[dict[str, Any]] = []
@@ -583,23 +619,40 @@ def pictures(runs: dict[str, str | Path], images: list[str], out: str | Path, *,
             label = read_camvid_label(target, first.params.num_classes, first.params.ignore_index)
             h, w = (hr.shape[-2] // first.scale) * first.scale, (hr.shape[-1] // first.scale) * first.scale
             hr, label = hr[..., :h, :w], label[:h, :w]
+        elif det:
+            hr = modcrop(hr, first.scale)
+            truth = {**truth_all, "images": [im for im in truth_all["images"] if im["id"] == target],
+                     "annotations": [a for a in truth_all["annotations"] if a["image_id"] == target]}
         else:
             hr = center_crop(hr, 224 - 224 % first.scale)
         lr = make_lr(hr, first.scale)
         top = axes[r * rows_per]
         top[0].imshow(to_uint8(hr[0]))
-        top[0].set_title(f"HR\n{name}" if seg else f"HR: {class_names[int(target)]}", fontsize=8)
+        if det:
+            gt = [a for a in truth["annotations"] if not a.get("iscrowd")]
+            _draw_boxes(top[0], [(x, y, x + w, y + h) for x, y, w, h in (a["bbox"] for a in gt)], [class_names[a["category_id"]] for a in gt], "lime")
+        top[0].set_title(f"HR\n{name}" if seg or det else f"HR: {class_names[int(target)]}", fontsize=8)
         if seg:
             axes[r * rows_per + 1][0].imshow(CAMVID_COLOURS[label.numpy()])
             axes[r * rows_per + 1][0].set_title("ground truth", fontsize=8)
         for c, (title, (cfg, model, method, task)) in enumerate(loaded.items(), start=1):
             with torch.no_grad():
                 x, _ = method._task_input(model, lr, hr)
-                pred = task(x).argmax(1)[0]
+                pred = None if det else task(x).argmax(1)[0]
             value = None if method.params.variant == "hr_t" else psnr(x[0], hr[0], crop_border=method.scale, y_channel=False)
             quality = "" if value is None else f" {value:.2f} dB"
             shown.append({"image": name, "column": title, "psnr_rgb": value})
-            if seg:
+            if det:
+                method.category_ids = first.category_ids
+                rows = method._detect(task, x, target)
+                drawn = [d for d in rows if d["score"] >= score_threshold]
+                ap = coco_map(truth, rows)["map"]
+                shown[-1].update({"map": ap, "boxes": len(drawn)})
+                top[c].imshow(to_uint8(x[0].clamp(0, 1)))
+                _draw_boxes(top[c], [(x0, y0, x0 + w, y0 + h) for x0, y0, w, h in (d["bbox"] for d in drawn)],
+                            [f"{class_names[d['category_id']]} {d['score']:.2f}" for d in drawn], "orange")
+                top[c].set_title(f"{title}{quality}\nmAP {ap:.3f}", fontsize=8)
+            elif seg:
                 cm = ConfusionMatrix(method.params.num_classes, method.params.ignore_index)
                 cm.update(pred, label)
                 shown[-1]["miou"] = cm.miou()
