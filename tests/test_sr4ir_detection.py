@@ -21,8 +21,14 @@ COCO = DATA / "tasks" / "coco128"
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """One decoded-image cache for the module (COCO128 at x2 is decoded once)."""
+    """One decoded-image cache for the module (the 16-image subset at x2 is decoded once)."""
     return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def coco16(tmp_path_factory):
+    """COCO128's first 16 images (symlinks, filtered json): 12 train, 4 held out as test."""
+    return _coco_copy(tmp_path_factory.mktemp("coco") / "coco128", n=16)[0]
 
 
 def test_boxes_follow_a_crop_and_a_flip():
@@ -163,14 +169,13 @@ def test_the_detector_has_two_fpn_levels_for_tdp_and_any_input_size():
 # The method end to end
 
 
-def _cfg(cache, *extra, **params):
-    images = need(COCO / "train2017")
+def _cfg(cache, images, *extra, **params):
     spec = {"name": "sr4ir", "task": "detection", "warmup": 0.0, "val_images": 2, "eval_images": 3, "task_width": 8, "fpn_channels": 16, **params}
     return tiny_config(cache, f"data.train={images}", "data.flip=false", "data.rot90=false", "data.batch_size=2",
                        "data.patch_size=32", "scale=2", "train.log_every=1", "methods=[" + json.dumps(spec) + "]", *extra)
 
 
-def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_reports_map(cache, tmp_path_factory, monkeypatch):
+def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_reports_map(cache, coco16, tmp_path_factory, monkeypatch):
     pytest.importorskip("pycocotools")
     from attrsr.images import load_image
     from attrsr.methods.sr4ir import SR4IR
@@ -187,10 +192,11 @@ def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_report
         return out
 
     monkeypatch.setattr(SR4IR, "augment", record)
-    tr = run(_cfg(cache, "train.iterations=4", "val.every=4"), tmp_path_factory.mktemp("run") / "r")
+    tr = run(_cfg(cache, coco16, "train.iterations=4", "val.every=4"), tmp_path_factory.mktemp("run") / "r")
     m = tr.methods.methods[0]
     names = tr.images.names
-    held_out = {s.image.stem for s in coco_split(coco_detection(COCO), "test")}
+    held_out = {s.image.stem for s in coco_split(coco_detection(coco16.parent), "test")}
+    assert len(held_out) == 4 and len(names) == 16
     flips = 0
     for _, before, out in seen:
         for j, i in enumerate(out["image"].tolist()):
@@ -210,7 +216,7 @@ def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_report
     assert val and all(0.0 <= r["map"] <= 1.0 and 0.0 <= r["map50"] <= 1.0 and r["psnr_rgb"] > 10 for r in val)
     assert [r["step"] for r in rows if r.get("kind") == "sr4ir"] == [1, 2, 3, 4]
     result = m.evaluate_run(tr.model.eval(), tr.out, tr.cfg)["coco128:test"]
-    assert set(result) == {"map", "map50", "psnr_rgb", "images"} and len(result["images"]) == 3
+    assert set(result) == {"map", "map50", "psnr_rgb", "images"} and len(result["images"]) == 3 and set(result["images"]) <= held_out
     # one image's PSNR recomputed: modcropped HR, MATLAB-bicubic LR, S, RGB PSNR (border 2)
     name = next(iter(result["images"]))
     hr = load_image(COCO / "train2017" / f"{name}.jpg")[None]
@@ -221,9 +227,9 @@ def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_report
 
 
 @pytest.mark.parametrize("variant", ["s_then_t", "t_then_s", "joint", "lr_t", "hr_t"])
-def test_each_baseline_runs_on_detection_and_reports_map(cache, tmp_path_factory, variant):
+def test_each_baseline_runs_on_detection_and_reports_map(cache, coco16, tmp_path_factory, variant):
     pytest.importorskip("pycocotools")
-    tr = run(_cfg(cache, "train.iterations=2", variant=variant, val="", eval_images=2), tmp_path_factory.mktemp("run") / "r")
+    tr = run(_cfg(cache, coco16, "train.iterations=2", variant=variant, val="", eval_images=2), tmp_path_factory.mktemp("run") / "r")
     result = tr.methods.methods[0].evaluate_run(tr.model.eval(), tr.out, tr.cfg)["coco128:test"]
     assert 0.0 <= result["map"] <= 1.0 and len(result["images"]) == 2 and (tr.out / "task.safetensors").is_file()
 
@@ -232,13 +238,13 @@ def test_each_baseline_runs_on_detection_and_reports_map(cache, tmp_path_factory
 # Bad input: one line, before training, no run folder left
 
 
-def _coco_copy(root, bad_box=False):
-    """A 4-image COCO128 (symlinked images, filtered json); ``bad_box`` moves one box out of its image."""
+def _coco_copy(root, bad_box=False, n=4):
+    """COCO128's first ``n`` images (symlinked images, filtered json); ``bad_box`` moves one box out of its image."""
     src = need(COCO)
     (root / "train2017").mkdir(parents=True)
     (root / "annotations").mkdir()
     data = json.loads((src / "annotations" / "instances_train2017.json").read_text())
-    images = sorted(data["images"], key=lambda im: im["id"])[:4]
+    images = sorted(data["images"], key=lambda im: im["id"])[:n]
     ids = {im["id"] for im in images}
     for im in images:
         (root / "train2017" / im["file_name"]).symlink_to(src / "train2017" / im["file_name"])
@@ -282,7 +288,7 @@ def test_an_unknown_detection_feature_level_is_one_error_before_anything_runs(tm
     assert not (tmp_path / "run").exists()
 
 
-def test_pictures_draw_each_runs_boxes_with_its_map(cache, tmp_path_factory):
+def test_pictures_draw_each_runs_boxes_with_its_map(cache, coco16, tmp_path_factory):
     pytest.importorskip("pycocotools")
     import torch.nn.functional as F
 
@@ -293,7 +299,7 @@ def test_pictures_draw_each_runs_boxes_with_its_map(cache, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("runs")
     for v in ("lr_t", "sr4ir"):
-        run(_cfg(cache, "train.iterations=1", variant=v, val=""), out / v)
+        run(_cfg(cache, coco16, "train.iterations=1", variant=v, val=""), out / v)
     image = "000000000034"  # the first held-out image (a zebra)
     shown = pictures({"LR→T": out / "lr_t", "SR4IR": out / "sr4ir"}, [image], out / "fig.png", score_threshold=0.0)
     assert (out / "fig.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
