@@ -7,6 +7,6 @@ task-driven perceptual loss can name its feature levels.
 
 from attrsr.tasks.metrics import ConfusionMatrix, top1
 from attrsr.tasks.mixing import cqmix, tdp_loss
-from attrsr.tasks.networks import ResNet18Classifier, DeepLabV3Segmenter, resnet18_backbone
+from attrsr.tasks.networks import CenterNetDetector, DeepLabV3Segmenter, ResNet18Classifier, resnet18_backbone
 
-__all__ = ["ConfusionMatrix", "DeepLabV3Segmenter", "ResNet18Classifier", "cqmix", "resnet18_backbone", "tdp_loss", "top1"]
+__all__ = ["CenterNetDetector", "ConfusionMatrix", "DeepLabV3Segmenter", "ResNet18Classifier", "cqmix", "resnet18_backbone", "tdp_loss", "top1"]

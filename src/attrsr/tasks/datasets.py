@@ -182,3 +182,54 @@ def coco_detection(root: str | Path, annotations: str = "annotations/instances_t
                              torch.tensor([a["category_id"] for a in anns], dtype=torch.int64),
                              torch.tensor([bool(a.get("iscrowd", 0)) for a in anns], dtype=torch.bool)))
     return out
+
+
+def coco_categories(root: str | Path, annotations: str = "annotations/instances_train2017.json") -> list[int]:
+    """The file's COCO category ids in ascending order: contiguous class index i ↔ id ``ids[i]``
+    (COCO's 80 ids run 1..90 with gaps)."""
+    import json
+
+    path = Path(root) / annotations
+    try:
+        return sorted(int(c["id"]) for c in json.loads(path.read_text()).get("categories", []))
+    except (OSError, ValueError) as exc:
+        raise AttrsrError(f"{path}: cannot read the COCO categories ({exc})") from None
+
+
+def coco_split(samples: list[DetSample], split: str) -> list[DetSample]:
+    """COCO128 has one split; we hold aside every 4th image (positions 3, 7, 11, … in image-id order)
+    as ``test`` and train on the rest (``train``); ``all`` is every image."""
+    if split == "all":
+        return list(samples)
+    if split not in ("train", "test"):
+        raise AttrsrError(f"COCO128 split must be train, test or all, got {split!r}")
+    return [s for i, s in enumerate(samples) if (i % 4 == 3) == (split == "test")]
+
+
+def pad_boxes(samples: list[DetSample], category_ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The samples' boxes as padded tensors: (S,N,4) float32, contiguous class indices (S,N) int64
+    (−1 = padding), crowd (S,N) bool; N = the most boxes of any sample (at least 1)."""
+    index = {c: i for i, c in enumerate(category_ids)}
+    n = max([1, *(len(s.labels) for s in samples)])
+    boxes = torch.zeros(len(samples), n, 4)
+    labels = torch.full((len(samples), n), -1, dtype=torch.int64)
+    crowd = torch.zeros(len(samples), n, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        k = len(s.labels)
+        boxes[i, :k], crowd[i, :k] = s.boxes, s.crowd
+        labels[i, :k] = torch.tensor([index[int(c)] for c in s.labels], dtype=torch.int64)
+    return boxes, labels, crowd
+
+
+def crop_flip_boxes(boxes: torch.Tensor, labels: torch.Tensor, top: torch.Tensor, left: torch.Tensor, size: int,
+                    flip: torch.Tensor, min_size: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Boxes (B,N,4) of whole images → boxes of their ``size``×``size`` crops at (``top``, ``left``)
+    (B,) pixels, clipped to the crop, mirrored where ``flip`` (B,) bool. A box whose clipped width or
+    height is under ``min_size`` pixels (outside the crop or a sliver of it) is dropped: its label
+    becomes −1. Returns (boxes, labels)."""
+    shift = torch.stack([left, top, left, top], -1).to(boxes)[:, None]
+    out = (boxes - shift).clamp(0, size)
+    keep = (labels >= 0) & (out[..., 2] - out[..., 0] >= min_size) & (out[..., 3] - out[..., 1] >= min_size)
+    mirrored = torch.stack([size - out[..., 2], out[..., 1], size - out[..., 0], out[..., 3]], -1)
+    out = torch.where(flip.view(-1, 1, 1), mirrored, out)
+    return out, torch.where(keep, labels, torch.full_like(labels, -1))

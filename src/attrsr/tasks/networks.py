@@ -150,3 +150,54 @@ class DeepLabV3Segmenter(TaskNetwork):
     def head(self, feats, size=None):
         logits = self.classifier(self.aspp(feats["backbone"]))
         return logits if size is None else F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class CenterNetDetector(TaskNetwork):
+    """A small anchor-free detector: CenterNet's head (Zhou et al. 2019, "Objects as Points") on one
+    level of an FPN (Lin et al. 2017) over the ResNet-18 trunk.
+
+    The FPN's top-down path gives ``p2``…``p5`` (strides 4, 8, 16, 32; ``fpn_channels`` each: 1×1
+    laterals from layer1…layer4, nearest upsampling, a 3×3 smoothing conv). The head reads ``p2``
+    (stride 4, CenterNet's output stride) and returns ``{"heatmap": (B,K,H/4,W/4) logits, "size":
+    (B,2,…) log box width/height in stride units, "offset": (B,2,…) sub-cell centre offset}``;
+    :mod:`attrsr.tasks.detection` encodes targets, gives the loss and decodes boxes. Inputs of any size
+    are zero-padded at the right and bottom to a multiple of 32 (decoding clips boxes to the image).
+    TDP levels: any backbone stage or FPN level; SR4IR's default is ``p2`` and ``p3`` (two FPN levels,
+    0.5 each)."""
+
+    STRIDE = 4
+    feature_levels = (*ResNet18Backbone.LEVELS, "p2", "p3", "p4", "p5")
+
+    def __init__(self, num_classes: int = 80, fpn_channels: int = 64, width: int = 64) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.backbone = ResNet18Backbone(width=width)
+        c = fpn_channels
+        self.lateral = nn.ModuleList([nn.Conv2d(m * width, c, 1) for m in (1, 2, 4, 8)])
+        self.smooth = nn.ModuleList([nn.Conv2d(c, c, 3, padding=1) for _ in range(4)])
+
+        def branch(out: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(inplace=True), nn.Conv2d(c, out, 1))
+
+        self.heatmap = branch(num_classes)
+        self.size = branch(2)
+        self.offset = branch(2)
+        # RetinaNet's prior (sigmoid(-4.6) ≈ 0.01) rather than CenterNet's 0.1: with SGD at the paper's
+        # 2e-2 and small crops holding few objects, the 0.1 prior's negatives (K·h·w cells over a handful
+        # of positives) start the loss near 50 and the task network diverges in a few steps.
+        nn.init.constant_(self.heatmap[-1].bias, -4.6)
+
+    def features(self, x):
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, -w % 32, 0, -h % 32))
+        feats = self.backbone(x)
+        top = None
+        for i in (3, 2, 1, 0):
+            lat = self.lateral[i](feats[f"layer{i + 1}"])
+            top = lat if top is None else lat + F.interpolate(top, size=lat.shape[-2:], mode="nearest")
+            feats[f"p{i + 2}"] = self.smooth[i](top)
+        return feats
+
+    def head(self, feats, size=None):
+        p2 = feats["p2"]
+        return {"heatmap": self.heatmap(p2), "size": self.size(p2), "offset": self.offset(p2)}
