@@ -75,6 +75,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from attrsr.engine.hooks import Method, MethodContext, register_method
 from attrsr.errors import AttrsrError
+from attrsr.images import modcrop
 
 VARIANTS = ("sr4ir", "s_then_t", "t_then_s", "joint", "lr_t", "hr_t")
 # Feature levels the task networks have (checked when the recipe is read, before anything runs).
@@ -500,12 +501,6 @@ class SR4IR(Method):
 def _cub_name(path: Path) -> str:
     """A CUB image's name in the decoded training set: ``Species/NNNN``."""
     return f"{path.parent.name}/{path.stem}"
-
-
-def modcrop(img: torch.Tensor, scale: int) -> torch.Tensor:
-    """The top-left part of ``img`` whose sides are multiples of ``scale`` (as the engine crops HR)."""
-    h, w = img.shape[-2:]
-    return img[..., : h - h % scale, : w - w % scale]
 
 
 def center_crop(img: torch.Tensor, size: int) -> torch.Tensor:
