@@ -99,8 +99,15 @@ class PAN(nn.Module):
         return self.lrelu(hr(fea))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): features and x."""
         fea = self.conv_first(x)
-        fea = fea + self.trunk_conv(self.SCPA_trunk(fea))
+        return fea + self.trunk_conv(self.SCPA_trunk(fea)), x
+
+    def forward_tail(self, body: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        fea, x = body
         if self.scale == 4:
             fea = self._up_stage(fea, 2, self.upconv1, self.att1, self.HRconv1)
             fea = self._up_stage(fea, 2, self.upconv2, self.att2, self.HRconv2)

@@ -151,6 +151,44 @@ class ContractWrapper(nn.Module):
             return self.net(x * self.value_range) / self.value_range
         return self.net(x)
 
+    # The body/tail split (see :func:`body_and_tail`), passed through with the value range.
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.net.forward_body(x * self.value_range if self.value_range != 1.0 else x)
+
+    def forward_tail(self, body: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        out = self.net.forward_tail(body)
+        return out / self.value_range if self.value_range != 1.0 else out
+
+
+# --------------------------------------------------------------------------------------------
+# The body/tail split
+
+
+def body_and_tail(model: nn.Module):
+    """The model's (forward_body, forward_tail) pair, or None where it offers none.
+
+    The split lets attribution run the expensive upsampling tail only where a window needs it
+    (:mod:`attrsr.attribution.reach`). A network offers it with two methods:
+
+    * ``forward_body(x)`` → a tuple of tensors (B,C_i,h',w') on the LR pixel grid of x (h' ≥ h,
+      w' ≥ w: networks that pad to a multiple of something pad at the bottom/right only), all the
+      reconstruction reads — x itself where a global residual needs it;
+    * ``forward_tail(body)`` → (B,3,s·h',s·w'), made of local operations only, without the final
+      crop to s·h × s·w;
+
+    so that ``forward(x) == forward_tail(forward_body(x))[..., :s·h, :s·w]``. Whether the tail
+    really is local is measured and checked, never assumed (:func:`attrsr.attribution.reach.tail_reach_of`).
+    A wrapper that adapts anything but the value range (the luma wrapper) offers no split.
+    """
+    if isinstance(model, ContractWrapper):
+        if type(model).forward is not ContractWrapper.forward:
+            return None
+        if not (callable(getattr(model.net, "forward_body", None)) and callable(getattr(model.net, "forward_tail", None))):
+            return None
+    elif not (callable(getattr(model, "forward_body", None)) and callable(getattr(model, "forward_tail", None))):
+        return None
+    return model.forward_body, model.forward_tail
+
 
 def _strip_net_prefix(module: nn.Module, state_dict: dict, prefix: str, local_metadata: Any) -> None:
     inner = prefix + "net."
