@@ -55,8 +55,8 @@ METHODS = ("lam", "ig", "grad", "grad_input", "guided_backprop", "smoothgrad", "
 
 _COMMON = {"objective", "channels_last"}
 OPTIONS: dict[str, set[str]] = {
-    "lam": _COMMON | {"sigma", "steps", "kernel_size", "chunk", "crop"},
-    "ig": _COMMON | {"steps", "baseline", "chunk", "backend", "crop"},
+    "lam": _COMMON | {"sigma", "steps", "kernel_size", "chunk", "crop", "tail_crop"},
+    "ig": _COMMON | {"steps", "baseline", "chunk", "backend", "crop", "tail_crop"},
     "grad": set(_COMMON),
     "grad_input": set(_COMMON),
     "guided_backprop": _COMMON | {"allow_non_relu"},
@@ -198,16 +198,17 @@ def _noise_tunnel(kind: str):
 def _ig(
     model, lr, window, *, steps: int = 50, baseline: torch.Tensor | None = None, chunk: int | None = DEFAULT_CHUNK,
     objective: str = "detector", channels_last: bool | None = None, backend: str = "attrsr", crop: bool | int | None = None,
+    tail_crop: bool | int | None = None,
 ) -> AttributionResult:
     if backend == "attrsr":
         return integrated_gradients(
             model, lr, window, steps=steps, baseline=baseline, chunk=chunk, objective=objective, channels_last=channels_last,
-            crop=crop,
+            crop=crop, tail_crop=True if tail_crop is None else tail_crop,
         )
     if backend != "captum":
         raise AttrsrError(f"ig backend must be 'attrsr' or 'captum', got {backend!r}")
-    if crop not in (None, False):
-        raise AttrsrError("ig: crop is an option of the attrsr backend, not of Captum's")
+    if crop not in (None, False) or tail_crop not in (None, False):
+        raise AttrsrError("ig: crop and tail_crop are options of the attrsr backend, not of Captum's")
     from captum.attr import IntegratedGradients
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -14,6 +14,15 @@ crop. A measured reach is trusted only after a short LAM on a probe image with t
 whole image's (Pearson r ≥ ``TRUST_R`` and no value further than ``TRUST_DIFF`` of the map's peak;
 local convolutional networks agree to rounding, 0–1e-7); a network that is not shift-equivariant (strides, padding to
 a multiple of a window size, as SwinIR does) fails that check and falls back to the whole image.
+
+The *tail crop* is the same idea on the output side. The LR crop cannot help where the body looks
+far (PAN's 16 blocks reach 36 LR px: a 64×64 image is all reach) or everywhere (channel attention),
+yet half or more of a ×4 network's work is its upsampling tail at 2× and 4× resolution, of which a
+16-px window needs a few dozen pixels. Networks that offer the body/tail split
+(:func:`attrsr.models.registry.body_and_tail`) get their tail's reach measured the same way — the
+gradient of one output block with respect to the body's tensors — and checked by a short LAM with and
+without the tail crop (:func:`tail_reach_of`); path attribution then runs the body on the whole
+(possibly LR-cropped) input and the tail only on each window's box.
 """
 
 from __future__ import annotations
@@ -126,4 +135,81 @@ def reach_of(model: nn.Module, scale: int) -> Reach:
         reach = Reach(radius if ok else None, ok, reason + f"; crop checked on a {side}×{side} probe: r = {r:.7f}, "
                       f"largest difference {diff:.1e} of the peak" + verdict, r, diff)
     _REACH[model] = reach
+    return reach
+
+
+# --------------------------------------------------------------------------------------------
+# The tail's reach
+
+TAIL_PROBE_SIZES = (24, 40)
+_TAIL_REACH: weakref.WeakKeyDictionary[nn.Module, Reach] = weakref.WeakKeyDictionary()
+
+
+def measure_tail_radius(body_fn, tail_fn, scale: int, device: torch.device,
+                        sizes: tuple[int, ...] = TAIL_PROBE_SIZES) -> tuple[int | None, str]:
+    """The reach of a split network's tail, in LR pixels of the body's grid: how far the gradient of
+    the SR block above the probe's centre pixel extends in the body's tensors. (radius or None, why)."""
+    for size in sizes:
+        with torch.no_grad():
+            body = body_fn(_probe(size).to(device))
+        if not isinstance(body, tuple) or not body or any(not isinstance(b, torch.Tensor) or b.dim() != 4 for b in body):
+            return None, "forward_body did not return a tuple of (B,C,h,w) tensors"
+        grid = tuple(body[0].shape[-2:])
+        if any(tuple(b.shape[-2:]) != grid for b in body) or grid[0] < size or grid[1] < size:
+            return None, f"the body's tensors are not on the LR pixel grid ({[tuple(b.shape[-2:]) for b in body]} for {size}×{size})"
+        body = tuple(b.detach().requires_grad_(True) for b in body)
+        out = tail_fn(body)
+        if tuple(out.shape[-2:]) != (grid[0] * scale, grid[1] * scale):
+            return None, f"the tail maps the body's {grid[1]}×{grid[0]} to {out.shape[-1]}×{out.shape[-2]}, not ×{scale}"
+        c = size // 2
+        block = out[..., c * scale : (c + 1) * scale, c * scale : (c + 1) * scale]
+        w = torch.rand(block.shape, generator=torch.Generator().manual_seed(1)).to(block)
+        grads = torch.autograd.grad((block * w).sum(), body, allow_unused=True)
+        support = sum((g[0].abs().sum(0) != 0).to(torch.int32) for g in grads if g is not None)
+        if not isinstance(support, torch.Tensor) or not support.any():
+            return None, "the tail's output does not depend on the body (zero gradient)"
+        nz = support.nonzero()
+        (y0, x0), (y1, x1) = nz.min(0).values.tolist(), nz.max(0).values.tolist()
+        if y0 > 0 and x0 > 0 and y1 < grid[0] - 1 and x1 < grid[1] - 1:
+            radius = max(c - x0, c - y0, x1 - c, y1 - c)
+            return radius, f"the tail's gradient of one output block reaches {radius} LR px (probe {size}×{size})"
+    return None, f"the tail's gradient of one output block reaches the edges of a {sizes[-1]}×{sizes[-1]} probe: no tail crop"
+
+
+def tail_reach_of(model: nn.Module, scale: int) -> Reach:
+    """The :class:`Reach` of the model's upsampling tail: measured and checked on the first call,
+    cached on the model. ``radius`` None: no tail crop (no split offered, a non-local tail, or a
+    cropped tail whose probe map differs from the whole network's)."""
+    known = _TAIL_REACH.get(model)
+    if known is not None:
+        return known
+    from attrsr.attribution._common import model_device, prepared
+    from attrsr.attribution.integrate import lam
+    from attrsr.attribution.objectives import Window
+    from attrsr.models.registry import body_and_tail
+
+    split = body_and_tail(model)
+    if split is None:
+        reach = Reach(None, False, "the network offers no body/tail split")
+    else:
+        device = model_device(model)
+        with prepared(model):
+            radius, reason = measure_tail_radius(*split, scale, device)
+        if radius is None:
+            reach = Reach(None, False, reason)
+        else:
+            # The check: a probe on which the tail crop leaves out 8 LR px on every side of the window.
+            side = 2 * (radius + MARGIN) + 2 + 16
+            win = Window((side // 2) * scale, (side // 2) * scale, 2 * scale)
+            x = _probe(side, seed=3)[0].to(device)
+            whole = lam(model, x, win, steps=4, crop=False, tail_crop=False)
+            cut = lam(model, x, win, steps=4, crop=False, tail_crop=radius)
+            r = _pearson(whole.attribution, cut.attribution)
+            peak = float(whole.attribution.abs().max())
+            diff = float((whole.attribution - cut.attribution).abs().max()) / peak if peak > 0 else math.inf
+            ok = math.isfinite(r) and r >= TRUST_R and diff <= TRUST_DIFF
+            verdict = "" if ok else "; not the whole network's map, so no tail crop"
+            reach = Reach(radius if ok else None, ok, reason + f"; tail crop checked on a {side}×{side} probe: "
+                          f"r = {r:.7f}, largest difference {diff:.1e} of the peak" + verdict, r, diff)
+    _TAIL_REACH[model] = reach
     return reach
