@@ -127,13 +127,20 @@ class BSRN(nn.Module):
         self.upsampler = _OneStep(scale, num_feat, num_in_ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): all but the upsampler."""
         fea = self.fea_conv(torch.cat([x, x, x, x], dim=1))
         outs, out = [], fea
         for i in range(1, self.num_block + 1):
             out = getattr(self, f"B{i}")(out)
             outs.append(out)
         trunk = F.gelu(self.c1(torch.cat(outs, dim=1)))
-        return self.upsampler(self.c2(trunk) + fea)
+        return (self.c2(trunk) + fea,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.upsampler(body[0])
 
 
 def detect_bsrn(state: dict[str, torch.Tensor]) -> Fit | str:

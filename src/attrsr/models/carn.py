@@ -182,9 +182,15 @@ class CARN(nn.Module):
         self.exit = nn.Conv2d(nf, 3, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): the cascade's output."""
         fea = self.entry(self.sub_mean(x))
-        fea = _cascade(fea, (self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3))
-        return self.add_mean(self.exit(self.upsample(fea, self.scale)))
+        return (_cascade(fea, (self.b1, self.b2, self.b3), (self.c1, self.c2, self.c3)),)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.add_mean(self.exit(self.upsample(body[0], self.scale)))
 
 
 def detect_carn(state: dict[str, torch.Tensor]) -> Fit | str:

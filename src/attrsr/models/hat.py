@@ -305,13 +305,19 @@ class HAT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        return self.forward_tail(self.forward_body(x))[..., : h * self.scale, : w * self.scale]
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`), on x padded to the window size."""
+        h, w = x.shape[-2:]
         small = max((-h) % self.window_size - h, (-w) % self.window_size - w) >= 0
-        x, h, w = pad_to_multiple(x, self.window_size, mode="symmetric" if small else "reflect")
-        mean = self.mean.to(x.dtype)
-        x = self.conv_first(x - mean)
-        x = self.conv_after_body(self.forward_features(x)) + x
-        x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
-        return (x + mean)[..., : h * self.scale, : w * self.scale]
+        x, _, _ = pad_to_multiple(x, self.window_size, mode="symmetric" if small else "reflect")
+        x = self.conv_first(x - self.mean.to(x.dtype))
+        return (self.conv_after_body(self.forward_features(x)) + x,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        x = self.conv_last(self.upsample(self.conv_before_upsample(body[0])))
+        return x + self.mean.to(x.dtype)
 
 
 DERIVED_BUFFERS = ("relative_position_index_SA", "relative_position_index_OCA")

@@ -88,14 +88,20 @@ class DistillationNet(nn.Module):
         self.upsampler = nn.Sequential(_conv(nf, out_nc * scale**2, 3), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): all but the upsampler."""
         fea = self.fea_conv(x)
         outs = []
         h = fea
         for name in self.block_names:
             h = getattr(self, name)(h)
             outs.append(h)
-        lr = self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(lr)
+        return (self.LR_conv(self.c(torch.cat(outs, dim=1))) + fea,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.upsampler(body[0])
 
 
 class IMDN(DistillationNet):

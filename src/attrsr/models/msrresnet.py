@@ -66,7 +66,14 @@ class MSRResNet(nn.Module):
         _scaled_kaiming_([self.conv_first, *ups, self.conv_hr, self.conv_last])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.body(self.lrelu(self.conv_first(x)))
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): features, and x for the bilinear skip."""
+        return self.body(self.lrelu(self.conv_first(x))), x
+
+    def forward_tail(self, body: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        out, x = body
         out = self.lrelu(self.pixel_shuffle(self.upconv1(out)))
         if self.scale == 4:
             out = self.lrelu(self.pixel_shuffle(self.upconv2(out)))

@@ -178,14 +178,18 @@ def body_and_tail(model: nn.Module):
 
     so that ``forward(x) == forward_tail(forward_body(x))[..., :s·h, :s·w]``. Whether the tail
     really is local is measured and checked, never assumed (:func:`attrsr.attribution.reach.tail_reach_of`).
-    A wrapper that adapts anything but the value range (the luma wrapper) offers no split.
+    A wrapper that adapts anything but the value range (the luma wrapper) offers no split. A network
+    that has both methods declines the split, for a configuration whose body is not on x's grid
+    (RRDBNet x2/x1: pixel-unshuffled), by a false ``offers_body_tail_split`` (attribute or property).
     """
+    net = model
     if isinstance(model, ContractWrapper):
         if type(model).forward is not ContractWrapper.forward:
             return None
-        if not (callable(getattr(model.net, "forward_body", None)) and callable(getattr(model.net, "forward_tail", None))):
-            return None
-    elif not (callable(getattr(model, "forward_body", None)) and callable(getattr(model, "forward_tail", None))):
+        net = model.net
+    if not (callable(getattr(net, "forward_body", None)) and callable(getattr(net, "forward_tail", None))):
+        return None
+    if not getattr(net, "offers_body_tail_split", True):
         return None
     return model.forward_body, model.forward_tail
 

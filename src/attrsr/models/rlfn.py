@@ -79,10 +79,17 @@ class RLFN(nn.Module):
         self.upsampler = nn.Sequential(_conv(feature_channels, in_channels * scale**2, 3), nn.PixelShuffle(scale))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): all but the upsampler."""
         fea = out = self.conv_1(x)
         for i in range(1, self.n_blocks + 1):
             out = getattr(self, f"block_{i}")(out)
-        return self.upsampler(self.conv_2(out) + fea)
+        return (self.conv_2(out) + fea,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.upsampler(body[0])
 
 
 def detect_rlfn(state: dict[str, torch.Tensor]) -> Fit | str:

@@ -142,11 +142,17 @@ class RNAN(nn.Module):
         self.add_mean = MeanShift(rgb_range, DIV2K_RGB_MEAN, sign=+1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h, w = pad_to_multiple(x, 2, mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
+        h, w = x.shape[-2:]
+        return self.forward_tail(self.forward_body(x))[..., : h * self.scale, : w * self.scale]
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`), on x padded to even size."""
+        x, _, _ = pad_to_multiple(x, 2, mode="reflect" if min(x.shape[-2:]) > 1 else "replicate")
         shallow = self.head(self.sub_mean(x))
-        res = self.body_nl_high(self.body(self.body_nl_low(shallow))) + shallow
-        out = self.add_mean(self.tail(res))
-        return out[..., : h * self.scale, : w * self.scale]
+        return (self.body_nl_high(self.body(self.body_nl_low(shallow))) + shallow,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.add_mean(self.tail(body[0]))
 
 
 def _rnan(scale: int, n_resgroups: int, n_feats: int, rgb_range: float) -> nn.Module:

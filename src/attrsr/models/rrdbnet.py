@@ -90,16 +90,27 @@ class RRDBNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
+        return self.forward_tail(self.forward_body(x))[..., : h * self.scale, : w * self.scale]
+
+    @property
+    def offers_body_tail_split(self) -> bool:
+        # The x2/x1 variants' body runs on the pixel-unshuffled grid, coarser than x's: no split
+        # on x's LR grid (:func:`attrsr.models.registry.body_and_tail`).
+        return self.unshuffle == 1
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The RRDB trunk with its skip, on x's grid at x4 (on the unshuffled grid otherwise)."""
         if self.unshuffle > 1:
-            mode = "reflect" if min(h, w) > 1 else "replicate"
+            mode = "reflect" if min(x.shape[-2:]) > 1 else "replicate"
             x, _, _ = pad_to_multiple(x, self.unshuffle, mode=mode)
             x = F.pixel_unshuffle(x, self.unshuffle)
         feat = self.conv_first(x)
-        feat = feat + self.conv_body(self.body(feat))
-        feat = self.lrelu(self.conv_up1(F.interpolate(feat, scale_factor=2, mode="nearest")))
+        return (feat + self.conv_body(self.body(feat)),)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        feat = self.lrelu(self.conv_up1(F.interpolate(body[0], scale_factor=2, mode="nearest")))
         feat = self.lrelu(self.conv_up2(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        out = self.conv_last(self.lrelu(self.conv_hr(feat)))
-        return out[..., : h * self.scale, : w * self.scale]
+        return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
 
 _OLD_ARCH_RDB = re.compile(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$")

@@ -197,13 +197,19 @@ class SAN(nn.Module):
         self.non_local = RegionNonLocal(n_feats, n_feats // nl_reduction, with_unused_soca=official_unused)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): up to the long skip."""
         x = self.head(self.sub_mean(x))
         xx = self.non_local(x)
         residual = xx
         for group in self.RG:  # share-source skip connection
             xx = group(xx) + self.gamma * residual
-        res = self.non_local(xx) + x
-        return self.add_mean(self.tail(res))
+        return (self.non_local(xx) + x,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.add_mean(self.tail(body[0]))
 
 
 def san_checkpoint_filter(state: dict[str, torch.Tensor], scale: int) -> dict[str, torch.Tensor]:

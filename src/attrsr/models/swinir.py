@@ -336,11 +336,19 @@ class SwinIR(nn.Module):
         return t.transpose(1, 2).reshape(x.shape[0], -1, *x_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, h, w = pad_to_multiple(x, self.window_size, mode="symmetric")
-        mean = self.mean.to(x.dtype)
-        x = (x - mean) * self.img_range
+        h, w = x.shape[-2:]
+        return self.forward_tail(self.forward_body(x))[..., : h * self.scale, : w * self.scale]
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`), on x padded to the window size."""
+        x, _, _ = pad_to_multiple(x, self.window_size, mode="symmetric")
+        x = (x - self.mean.to(x.dtype)) * self.img_range
         x = self.conv_first(x)
-        x = self.conv_after_body(self.forward_features(x)) + x
+        return (self.conv_after_body(self.forward_features(x)) + x,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        (x,) = body
+        mean = self.mean.to(x.dtype)
         if self.upsampler == "pixelshuffle":
             x = self.conv_last(self.upsample(self.conv_before_upsample(x)))
         elif self.upsampler == "pixelshuffledirect":
@@ -350,8 +358,7 @@ class SwinIR(nn.Module):
             x = self.lrelu(self.conv_up1(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.lrelu(self.conv_up2(F.interpolate(x, scale_factor=2, mode="nearest")))
             x = self.conv_last(self.lrelu(self.conv_hr(x)))
-        x = x / self.img_range + mean
-        return x[..., : h * self.scale, : w * self.scale]
+        return x / self.img_range + mean
 
 
 DERIVED_BUFFERS = (".attn_mask", ".relative_position_index")
