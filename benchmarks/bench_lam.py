@@ -9,9 +9,10 @@
 
 Same path, same detector, same right-endpoint rule, so the maps must agree. Each speed-up is
 measured on and off in the same run: chunk sizes, channels-last, threads (with ``--threads N``:
-also 1), several windows sharing each forward pass (``lam_windows``, 3 windows), the receptive-field
-crop (on a larger, 128×128 LR image: on the 64×64 one PAN's reach of 36 LR px covers the whole image),
-and with ``--compile`` ``torch.compile`` of the network (falls back with a message where it fails).
+also 1), several windows sharing each forward pass (``lam_windows``, 3 windows), the tail crop (the
+upsampling tail run only on the window's box), the receptive-field crop (on a larger, 128×128 LR
+image: on the 64×64 one PAN's reach of 36 LR px covers the whole image), and with ``--compile``
+``torch.compile`` of the network (falls back with a message where it fails).
 
 Measured in one run, on PAN ×4 (``../shared/data/weights/pan/PANx4_DF2K.pth``) and a 256×256 HR
 image (LAM's test image 1 → 64×64 LR), window (110, 150, 16), 50 steps:
@@ -235,11 +236,13 @@ def main() -> None:
     }
     for c in chunks:
         cases[f"ours chunk {c}"] = (lambda c=c: ours(model, lr, c), 1)
+    cases["ours, no tail crop"] = (lambda: ours(model, lr, None, tail_crop=False), 1)
     cases["ours, contiguous layout"] = (lambda: ours(model, lr, None, channels_last=False), 1)
     if threads > 1:
         cases["ours, 1 thread"] = (with_threads(1, lambda: ours(model, lr, None)), 1)
     cases["ours, 3 windows one by one"] = (lambda: [ours(model, lr, None, w) for w in WINDOWS3], 3)
     cases["ours, 3 windows sharing each forward"] = (lambda: lam_windows(model, lr, WINDOWS3, steps=STEPS), 3)
+    cases["ours, 3 windows sharing, no tail crop"] = (lambda: lam_windows(model, lr, WINDOWS3, steps=STEPS, tail_crop=False), 3)
     if args.compile:
         net = compiled(model)
         if net is not None:
@@ -247,14 +250,20 @@ def main() -> None:
     if not args.no_crop:
         big = big_lr().to(args.device)
         cases["128px: plain loop"] = (lambda: plain_lam(model, big, BIG_WINDOW, steps=STEPS), 1)
-        cases["128px: ours, whole image"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=False), 1)
+        cases["128px: ours, whole image"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=False, tail_crop=False), 1)
+        cases["128px: ours, tail crop"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=False), 1)
         from attrsr.attribution.reach import reach_of
 
         t = time.perf_counter()
         reach = reach_of(model, 4)
         print(f"reach of PAN: {reach.reason} ({time.perf_counter() - t:.1f}s, once per model)")
-        cases["128px: ours, receptive-field crop"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=True), 1)
+        cases["128px: ours, receptive-field crop"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=True, tail_crop=False), 1)
+        cases["128px: ours, both crops"] = (lambda: ours(model, big, None, BIG_WINDOW, crop=True), 1)
 
+    from attrsr.attribution.reach import tail_reach_of
+
+    t = time.perf_counter()
+    print(f"tail reach of PAN: {tail_reach_of(model, 4).reason} ({time.perf_counter() - t:.1f}s, once per model)")
     # Warm-up of both code paths (short paths), not timed.
     ours(model, lr, chunks[0])
     naive_lam(model, lr.cpu(), WINDOW, steps=2)
@@ -269,10 +278,13 @@ def main() -> None:
             times[name].append(time.perf_counter() - t)
         print(f"  run {r + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()), flush=True)
 
+    from attrsr.attribution._common import saliency_map
+    from attrsr.attribution.di import diffusion_index
+
     def maps(name):
         out = results[name]
         if isinstance(out, torch.Tensor):
-            return [out.double().cpu()], None
+            return [out.double().cpu()], [diffusion_index(saliency_map(out))]
         if isinstance(out, list):
             return [o.attribution.double() for o in out], [o.di for o in out]
         return [out.attribution.double()], [out.di]
@@ -283,9 +295,11 @@ def main() -> None:
     ref = {"": maps("plain loop")[0][0]}
     if not args.no_crop:
         ref["128px"] = maps("128px: plain loop")[0][0]
-    base_di = {"": results["ours chunk " + str(chunks[0])].di}
-    print(f"\nbest time per window explained; ratios to the plain loop and to the official structure "
-          f"(same image); corr/diff: map vs the plain loop's; DI: ours minus ours (chunk {chunks[0]}, today's defaults)")
+    base_di = {"": maps("plain loop")[1][0]}
+    if not args.no_crop:
+        base_di["128px"] = maps("128px: plain loop")[1][0]
+    print("\nbest time per window explained; ratios to the plain loop and to the official structure "
+          "(same image); corr/diff/DI: map and DI vs the plain loop's")
     print(f"{'variant':<40} {'s/window':>9} {'/plain':>7} {'/official':>9} {'corr':>10} {'max rel diff':>12} {'DI diff':>8}")
     for name in cases:
         big_case = name.startswith("128px")
@@ -296,13 +310,14 @@ def main() -> None:
         a = ms[0]  # the first window's map is WINDOW's (or BIG_WINDOW's)
         corr = float(np.corrcoef(a.numpy().ravel(), a_ref.numpy().ravel())[0, 1])
         rel = float((a - a_ref).abs().max() / a_ref.abs().max())
-        ddi = "" if dis is None or big_case else f"{dis[0] - base_di['']:+.4f}"
+        ddi = f"{dis[0] - base_di['128px' if big_case else '']:+.4f}"
         t = per_window(name)
         print(f"{name:<40} {t:>9.2f} {t / plain:>7.3f} {'' if official is None else f'{t / official:.3f}':>9} {corr:>10.7f} {rel:>12.2e} {ddi:>8}")
     if not args.no_crop:
         a = results["128px: ours, whole image"]
-        b = results["128px: ours, receptive-field crop"]
-        print(f"crop: box {b.params['crop']} of 128x128; DI {b.di:.4f} vs whole image {a.di:.4f}")
+        b = results["128px: ours, both crops"]
+        print(f"crops: LR box {b.params['crop']} of 128x128, tail box {b.params['tail_crop'][0]} of the LR box; "
+              f"DI {b.di:.4f} vs whole image {a.di:.4f}")
 
     if not args.no_memory:
         print("\npeak memory of one call (extra over the loaded model):")

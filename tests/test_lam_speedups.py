@@ -191,3 +191,16 @@ def test_tail_crop_refuses_bad_values_and_networks_without_the_split():
     assert tail_reach_of(luma, 2).radius is None
     with pytest.raises(attrsr.errors.AttrsrError, match="offers no body/tail split"):
         lam(luma, _probe(24)[0], (4, 4, 8), steps=2, tail_crop=3)
+
+
+def test_the_tail_crop_still_serves_networks_that_look_at_the_whole_image():
+    """RCAN's channel attention refuses the LR crop, but its upsampler is local: the tail crop holds."""
+    net = tiny("rcan", n_resgroups=1, n_resblocks=1, n_feats=16, reduction=4)
+    reach = tail_reach_of(net, 2)
+    assert reach.trusted and reach.radius is not None, reach
+    x = _probe(40, seed=5)[0]
+    whole = lam(net, x, (20, 30, 8), steps=3, tail_crop=False)
+    cut = lam(net, x, (20, 30, 8), steps=3)
+    assert cut.params["crop"] is None and cut.params["tail_crop"] is not None
+    a, b = whole.attribution.double(), cut.attribution.double()
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
