@@ -13,6 +13,7 @@ import torch
 from attrsr.errors import AttrsrError
 from conftest import DATA, need, one_line_error
 from engine_helpers import REPO, run, tiny_config
+from sr4ir_trace import EXPECTED_UPDATES, trace_updates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -226,10 +227,17 @@ def test_sr4ir_detection_trains_on_the_train_split_with_aligned_boxes_and_report
     assert result["images"][name]["psnr_rgb"] == pytest.approx(psnr(sr[0], hr[0], crop_border=2, y_channel=False), abs=1e-9)
 
 
-@pytest.mark.parametrize("variant", ["s_then_t", "t_then_s", "joint", "lr_t", "hr_t"])
-def test_each_baseline_runs_on_detection_and_reports_map(cache, coco16, tmp_path_factory, variant):
+@pytest.mark.parametrize("variant, expect", [v for v in EXPECTED_UPDATES if v[0] != "sr4ir"])
+def test_each_baseline_trains_the_right_network_on_detection(cache, coco16, tmp_path_factory, monkeypatch, variant, expect):
+    """The baselines' update pattern (which of S, T moves at each step, on which input) is the one
+    the segmentation tests pin, and each run reports an mAP on held-out images."""
     pytest.importorskip("pycocotools")
-    tr = run(_cfg(cache, coco16, "train.iterations=2", variant=variant, val="", eval_images=2), tmp_path_factory.mktemp("run") / "r")
+    trace = trace_updates(monkeypatch)
+    tr = run(_cfg(cache, coco16, "train.iterations=4", variant=variant, val="", eval_images=2), tmp_path_factory.mktemp("run") / "r")
+    assert [(t["S"], t["T"]) for t in trace] == expect
+    for t in trace:
+        if variant in ("hr_t", "t_then_s") and t["T"]:
+            assert len(t["seen"]) == 1 and torch.equal(t["seen"][0], t["batch"]["hr"])
     result = tr.methods.methods[0].evaluate_run(tr.model.eval(), tr.out, tr.cfg)["coco128:test"]
     assert 0.0 <= result["map"] <= 1.0 and len(result["images"]) == 2 and (tr.out / "task.safetensors").is_file()
 
