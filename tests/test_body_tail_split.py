@@ -13,28 +13,20 @@ import pytest
 import torch
 
 import attrsr.models as zoo
+from zoo_configs import TINY_LARGE
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Small configurations (seconds for the whole file); models without size options use their defaults.
 SMALL = {
+    **TINY_LARGE,
     "pan": dict(nf=8, unf=8, nb=2),
     "imdn": dict(nf=16, num_modules=2),
     "rfdn": dict(nf=16, num_modules=2),
     "fsrcnn": dict(d=8, s=4, m=1),
     "vdsr": dict(num_layers=3, nf=8),
-    "edsr": dict(n_resblocks=2, n_feats=8),
-    "edsr-baseline": dict(n_resblocks=2, n_feats=8),
-    "edsr-t": dict(n_resblocks=1, n_feats=8),
-    "rcan": dict(n_resgroups=2, n_resblocks=2, n_feats=16, reduction=4),
-    "rcan-t": dict(n_resgroups=1, n_resblocks=2, n_feats=16, reduction=4),
-    "rnan": dict(n_resgroups=3, n_feats=8),
-    "rnan-t": dict(n_feats=8),
-    "san": dict(n_resgroups=2, n_resblocks=1, n_feats=16, reduction=4),
-    "rrdbnet": dict(num_feat=8, num_block=1, num_grow_ch=4),
-    "msrresnet": dict(num_feat=8, num_block=2),
-    "swinir": dict(img_size=16, embed_dim=12, depths=(2, 2), num_heads=(2, 2), window_size=4, num_feat=8),
-    "swinir-light": dict(img_size=16, embed_dim=12, depths=(2,), num_heads=(3,), window_size=4),
+    "swinir": {**TINY_LARGE["swinir"], "window_size": 4, "num_feat": 8},  # window 4: padding runs on 15×17
+    "swinir-light": {**TINY_LARGE["swinir-light"], "window_size": 4},
     "rlfn": dict(feature_channels=16, mid_channels=16, n_blocks=2),
     "bsrn": dict(num_feat=16, num_block=2),
     "lapsrn": dict(depth=2, nf=8),

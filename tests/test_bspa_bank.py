@@ -115,12 +115,14 @@ def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
     for seed in (0, 1):
         _fake_run(exp / "uniform" / f"seed{seed}", seed)  # the scorer itself
         _fake_run(exp / "noisy" / f"seed{seed}", seed, noise=2.0)
+    (tmp_path / "exp" / "grid.yaml").write_text("variants:\n  uniform: {}\n  noisy: {}\n")  # the grid's order, not a-z
     res = CliRunner().invoke(app, ["bspa", "report", str(tmp_path / "exp"), "--bank", str(tmp_path / "bank"), "--out",
                                    str(tmp_path / "rep"), "--no-progress"], env={"ATTRSR_CACHE": str(tmp_path / "cache")})
     assert res.exit_code == 0, res.output
     rep = json.loads((tmp_path / "rep" / "bspa_report.json").read_text())
     bank = read_bank(tmp_path / "bank")
     assert rep["baseline"] == "uniform" and rep["seeds"] == {"noisy": [0, 1], "uniform": [0, 1]} and rep["sub_images"] == 18
+    assert rep["variants"] == ["uniform", "noisy"]
     # the scorer run reproduces the bank's MSEs; its shares of the bank's classes are the class sizes (± a boundary row)
     assert np.allclose(rep["mean_mse"]["uniform"], bank.mse, rtol=1e-5)
     shares = {r["model"]: r for r in rep["shares"]}
@@ -154,7 +156,7 @@ def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
     (tmp_path / "empty").mkdir()
     for args, words in [([str(tmp_path / "x4")], ["trains ×4, the bank is ×2"]),
                         ([str(tmp_path / "empty")], ["no finished run in it"]),
-                        ([str(tmp_path / "exp"), "--baseline", "bspa"], ["--baseline bspa", "noisy, uniform"])]:
+                        ([str(tmp_path / "exp"), "--baseline", "bspa"], ["--baseline bspa", "uniform, noisy"])]:
         res = CliRunner().invoke(app, ["bspa", "report", *args, "--bank", str(tmp_path / "bank"), "--out", str(tmp_path / "bad")],
                                  env={"ATTRSR_CACHE": str(tmp_path / "cache")})
         one_line_error(res, *words)

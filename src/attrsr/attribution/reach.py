@@ -107,33 +107,41 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum()) / den if den > 0 else float("nan")
 
 
+def _checked(model: nn.Module, scale: int, radius: int, reason: str, what: str, *, seed: int, refusal: str,
+             **cut: Any) -> Reach:
+    """Trust a measured reach only if a 4-step LAM on a probe with the crop (``cut``: lam's crop
+    options) equals the whole network's: the probe leaves out 8 LR px on every side of the window."""
+    from attrsr.attribution._common import model_device
+    from attrsr.attribution.integrate import lam
+    from attrsr.attribution.objectives import Window
+
+    side = 2 * (radius + MARGIN) + 2 + 16
+    win = Window((side // 2) * scale, (side // 2) * scale, 2 * scale)
+    x = _probe(side, seed=seed)[0].to(model_device(model))
+    whole = lam(model, x, win, steps=4, crop=False, tail_crop=False)
+    part = lam(model, x, win, steps=4, **{"crop": False, "tail_crop": False, **cut})
+    r = _pearson(whole.attribution, part.attribution)
+    peak = float(whole.attribution.abs().max())
+    diff = float((whole.attribution - part.attribution).abs().max()) / peak if peak > 0 else math.inf
+    ok = math.isfinite(r) and r >= TRUST_R and diff <= TRUST_DIFF
+    return Reach(radius if ok else None, ok, reason + f"; {what} checked on a {side}×{side} probe: r = {r:.7f}, "
+                 f"largest difference {diff:.1e} of the peak" + ("" if ok else "; " + refusal), r, diff)
+
+
 def reach_of(model: nn.Module, scale: int) -> Reach:
     """The model's :class:`Reach`: measured and checked on the first call, cached on the model."""
     known = _REACH.get(model)
     if known is not None:
         return known
     from attrsr.attribution._common import prepared
-    from attrsr.attribution.integrate import lam
-    from attrsr.attribution.objectives import Window
 
     with prepared(model):
         radius, reason = measure_radius(model, scale)
     if radius is None:
         reach = Reach(None, False, reason)
     else:
-        # The check: a probe on which the crop leaves out 8 LR px on every side of the window.
-        side = 2 * (radius + MARGIN) + 2 + 16
-        win = Window((side // 2) * scale, (side // 2) * scale, 2 * scale)
-        x = _probe(side, seed=2)[0].to(next((p.device for p in model.parameters()), torch.device("cpu")))
-        whole = lam(model, x, win, steps=4, crop=False)
-        cut = lam(model, x, win, steps=4, crop=radius)
-        r = _pearson(whole.attribution, cut.attribution)
-        peak = float(whole.attribution.abs().max())
-        diff = float((whole.attribution - cut.attribution).abs().max()) / peak if peak > 0 else math.inf
-        ok = math.isfinite(r) and r >= TRUST_R and diff <= TRUST_DIFF
-        verdict = "" if ok else "; not the whole image's map, so no crop (the network is not shift-equivariant)"
-        reach = Reach(radius if ok else None, ok, reason + f"; crop checked on a {side}×{side} probe: r = {r:.7f}, "
-                      f"largest difference {diff:.1e} of the peak" + verdict, r, diff)
+        reach = _checked(model, scale, radius, reason, "crop", seed=2, crop=radius,
+                         refusal="not the whole image's map, so no crop (the network is not shift-equivariant)")
     _REACH[model] = reach
     return reach
 
@@ -184,8 +192,6 @@ def tail_reach_of(model: nn.Module, scale: int) -> Reach:
     if known is not None:
         return known
     from attrsr.attribution._common import model_device, prepared
-    from attrsr.attribution.integrate import lam
-    from attrsr.attribution.objectives import Window
     from attrsr.models.registry import body_and_tail
 
     split = body_and_tail(model)
@@ -198,18 +204,7 @@ def tail_reach_of(model: nn.Module, scale: int) -> Reach:
         if radius is None:
             reach = Reach(None, False, reason)
         else:
-            # The check: a probe on which the tail crop leaves out 8 LR px on every side of the window.
-            side = 2 * (radius + MARGIN) + 2 + 16
-            win = Window((side // 2) * scale, (side // 2) * scale, 2 * scale)
-            x = _probe(side, seed=3)[0].to(device)
-            whole = lam(model, x, win, steps=4, crop=False, tail_crop=False)
-            cut = lam(model, x, win, steps=4, crop=False, tail_crop=radius)
-            r = _pearson(whole.attribution, cut.attribution)
-            peak = float(whole.attribution.abs().max())
-            diff = float((whole.attribution - cut.attribution).abs().max()) / peak if peak > 0 else math.inf
-            ok = math.isfinite(r) and r >= TRUST_R and diff <= TRUST_DIFF
-            verdict = "" if ok else "; not the whole network's map, so no tail crop"
-            reach = Reach(radius if ok else None, ok, reason + f"; tail crop checked on a {side}×{side} probe: "
-                          f"r = {r:.7f}, largest difference {diff:.1e} of the peak" + verdict, r, diff)
+            reach = _checked(model, scale, radius, reason, "tail crop", seed=3, tail_crop=radius,
+                             refusal="not the whole network's map, so no tail crop")
     _TAIL_REACH[model] = reach
     return reach

@@ -3,6 +3,7 @@ scored on a bank (per-class PSNR, the trained models' MSE histogram)."""
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -125,6 +126,24 @@ def _bank_data(bank, folder: Path, given: str | None, option: str) -> str:
     raise AttrsrError(f"{folder}: classes.json does not say which images the bank was built on; give {option}")
 
 
+def _grid_order(folder: Path):
+    """Sort key for runs below an experiment folder: the variants in the grid's order (its
+    grid.yaml), then by name; elsewhere by path."""
+    import yaml
+
+    try:
+        variants = list((yaml.safe_load((folder / "grid.yaml").read_text()) or {}).get("variants") or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        variants = []
+    rank = {v: i for i, v in enumerate(variants)}
+
+    def key(run: Path):
+        variant = run.parent.name if re.fullmatch(r"seed\d+", run.name) else run.name
+        return (rank.get(variant, len(rank)), str(run))
+
+    return key
+
+
 def _find_runs(paths: list[Path]) -> list[Path]:
     """Run folders (config.yaml + model.safetensors) named directly or found below the given folders."""
     from attrsr.errors import AttrsrError
@@ -134,7 +153,7 @@ def _find_runs(paths: list[Path]) -> list[Path]:
         if not p.is_dir():
             raise AttrsrError(f"{p}: not a folder; give run folders (runs/<variant>/seed<k>) or an experiment folder")
         here = [p] if (p / "model.safetensors").is_file() else sorted(m.parent for m in p.rglob("model.safetensors"))
-        here = [r for r in here if (r / "config.yaml").is_file()]
+        here = sorted((r for r in here if (r / "config.yaml").is_file()), key=_grid_order(p))
         if not here:
             raise AttrsrError(f"{p}: no finished run in it (a run folder holds config.yaml and model.safetensors)")
         found += [r for r in here if r not in found]
