@@ -107,10 +107,13 @@ def _pearson(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a * b).sum()) / den if den > 0 else float("nan")
 
 
-def _checked(model: nn.Module, scale: int, radius: int, reason: str, what: str, *, seed: int, refusal: str,
+def _checked(model: nn.Module, scale: int, radius: int | None, reason: str, what: str, *, seed: int, refusal: str,
              **cut: Any) -> Reach:
     """Trust a measured reach only if a 4-step LAM on a probe with the crop (``cut``: lam's crop
-    options) equals the whole network's: the probe leaves out 8 LR px on every side of the window."""
+    options) equals the whole network's: the probe leaves out 8 LR px on every side of the window.
+    No reach measured (None): no crop, for ``reason``."""
+    if radius is None:
+        return Reach(None, False, reason)
     from attrsr.attribution._common import model_device
     from attrsr.attribution.integrate import lam
     from attrsr.attribution.objectives import Window
@@ -137,11 +140,8 @@ def reach_of(model: nn.Module, scale: int) -> Reach:
 
     with prepared(model):
         radius, reason = measure_radius(model, scale)
-    if radius is None:
-        reach = Reach(None, False, reason)
-    else:
-        reach = _checked(model, scale, radius, reason, "crop", seed=2, crop=radius,
-                         refusal="not the whole image's map, so no crop (the network is not shift-equivariant)")
+    reach = _checked(model, scale, radius, reason, "crop", seed=2, crop=radius,
+                     refusal="not the whole image's map, so no crop (the network is not shift-equivariant)")
     _REACH[model] = reach
     return reach
 
@@ -201,10 +201,7 @@ def tail_reach_of(model: nn.Module, scale: int) -> Reach:
         device = model_device(model)
         with prepared(model):
             radius, reason = measure_tail_radius(*split, scale, device)
-        if radius is None:
-            reach = Reach(None, False, reason)
-        else:
-            reach = _checked(model, scale, radius, reason, "tail crop", seed=3, tail_crop=radius,
-                             refusal="not the whole network's map, so no tail crop")
+        reach = _checked(model, scale, radius, reason, "tail crop", seed=3, tail_crop=radius,
+                         refusal="not the whole network's map, so no tail crop")
     _TAIL_REACH[model] = reach
     return reach
