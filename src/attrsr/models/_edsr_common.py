@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,6 +114,34 @@ class Upsampler(nn.Sequential):
         else:
             raise ValueError(f"upsampler supports scales 2^n and 3, not {scale}")
         super().__init__(*layers)
+
+
+class MeanShiftedSR(nn.Module):
+    """The skeleton EDSR and RCAN share, on [0, rgb_range] data: subtract the mean, a head conv, a
+    body of ``make_blocks()`` and a conv with the long skip, an upsampler and a conv, add the mean back.
+    (B,3,h,w) -> (B,3,s*h,s*w). Sub-module names are the official ones (``sub_mean``, ``head.0``,
+    ``body.N``, ``tail.0``/``tail.1``, ``add_mean``)."""
+
+    def __init__(self, scale: int, make_blocks: Callable[[], list[nn.Module]], n_feats: int, rgb_range: float,
+                 rgb_mean: tuple[float, float, float], n_colors: int) -> None:
+        super().__init__()
+        self.sub_mean = MeanShift(rgb_range, rgb_mean, sign=-1)
+        self.head = nn.Sequential(conv(n_colors, n_feats))
+        # Built here, after the head: the modules' creation order is the random initialisation's order.
+        self.body = nn.Sequential(*make_blocks(), conv(n_feats, n_feats))
+        self.tail = nn.Sequential(Upsampler(scale, n_feats), conv(n_feats, n_colors))
+        self.add_mean = MeanShift(rgb_range, rgb_mean, sign=+1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_tail(self.forward_body(x))
+
+    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
+        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): up to the long skip."""
+        x = self.head(self.sub_mean(x))
+        return (self.body(x) + x,)
+
+    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
+        return self.add_mean(self.tail(body[0]))
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int, mode: str = "symmetric") -> tuple[torch.Tensor, int, int]:

@@ -18,19 +18,17 @@ from torch import nn
 
 from attrsr.models._edsr_common import (
     DIV2K_RGB_MEAN,
-    MeanShift,
+    MeanShiftedSR,
     ResBlock,
-    Upsampler,
     body_depth,
-    conv,
     default_mean_shift_state,
 )
 from attrsr.models.detection import Fit, count_children, missing, shape, shuffle_scale
 from attrsr.models.registry import ContractWrapper, register
 
 
-class EDSR(nn.Module):
-    """EDSR on [0, rgb_range] data. (B,3,h,w) -> (B,3,s*h,s*w)."""
+class EDSR(MeanShiftedSR):
+    """EDSR on [0, rgb_range] data: residual blocks in the shared skeleton. (B,3,h,w) -> (B,3,s*h,s*w)."""
 
     def __init__(
         self,
@@ -41,25 +39,8 @@ class EDSR(nn.Module):
         rgb_range: float = 255.0,
         n_colors: int = 3,
     ) -> None:
-        super().__init__()
-        self.sub_mean = MeanShift(rgb_range, DIV2K_RGB_MEAN, sign=-1)
-        self.head = nn.Sequential(conv(n_colors, n_feats))
-        self.body = nn.Sequential(
-            *[ResBlock(n_feats, res_scale=res_scale) for _ in range(n_resblocks)], conv(n_feats, n_feats)
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), conv(n_feats, n_colors))
-        self.add_mean = MeanShift(rgb_range, DIV2K_RGB_MEAN, sign=+1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_tail(self.forward_body(x))
-
-    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): up to the long skip."""
-        x = self.head(self.sub_mean(x))
-        return (self.body(x) + x,)
-
-    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
-        return self.add_mean(self.tail(body[0]))
+        blocks = lambda: [ResBlock(n_feats, res_scale=res_scale) for _ in range(n_resblocks)]  # noqa: E731
+        super().__init__(scale, blocks, n_feats, rgb_range, DIV2K_RGB_MEAN, n_colors)
 
 
 def _edsr(

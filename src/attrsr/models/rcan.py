@@ -19,8 +19,7 @@ from torch import nn
 
 from attrsr.models._edsr_common import (
     DIV2K_RGB_MEAN,
-    MeanShift,
-    Upsampler,
+    MeanShiftedSR,
     body_depth,
     conv,
     default_mean_shift_state,
@@ -70,8 +69,8 @@ class ResidualGroup(nn.Module):
         return self.body(x) + x
 
 
-class RCAN(nn.Module):
-    """RCAN on [0, rgb_range] data. (B,3,h,w) -> (B,3,s*h,s*w)."""
+class RCAN(MeanShiftedSR):
+    """RCAN on [0, rgb_range] data: residual groups in the shared skeleton. (B,3,h,w) -> (B,3,s*h,s*w)."""
 
     def __init__(
         self,
@@ -84,25 +83,8 @@ class RCAN(nn.Module):
         rgb_mean: tuple[float, float, float] = DIV2K_RGB_MEAN,
         n_colors: int = 3,
     ) -> None:
-        super().__init__()
-        self.sub_mean = MeanShift(rgb_range, rgb_mean, sign=-1)
-        self.head = nn.Sequential(conv(n_colors, n_feats))
-        self.body = nn.Sequential(
-            *[ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)], conv(n_feats, n_feats)
-        )
-        self.tail = nn.Sequential(Upsampler(scale, n_feats), conv(n_feats, n_colors))
-        self.add_mean = MeanShift(rgb_range, rgb_mean, sign=+1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_tail(self.forward_body(x))
-
-    def forward_body(self, x: torch.Tensor) -> tuple[torch.Tensor]:
-        """The LR-resolution part (:func:`attrsr.models.registry.body_and_tail`): up to the long skip."""
-        x = self.head(self.sub_mean(x))
-        return (self.body(x) + x,)
-
-    def forward_tail(self, body: tuple[torch.Tensor]) -> torch.Tensor:
-        return self.add_mean(self.tail(body[0]))
+        groups = lambda: [ResidualGroup(n_feats, reduction, n_resblocks) for _ in range(n_resgroups)]  # noqa: E731
+        super().__init__(scale, groups, n_feats, rgb_range, rgb_mean, n_colors)
 
 
 _BASICSR_RCAB = re.compile(r"^body\.(\d+)\.residual_group\.(\d+)\.rcab\.(\d)\.(.*)$")
