@@ -40,6 +40,7 @@ from attrsr.models.swinir import (  # the pieces HAT shares with SwinIR, which i
     DropPath,
     Mlp,
     _pixelshuffle_upsample,
+    init_transformer_weights,
     relative_position_index,
     shifted_window_mask,
     window_partition,
@@ -274,18 +275,8 @@ class HAT(nn.Module):
         self.conv_before_upsample = nn.Sequential(nn.Conv2d(embed_dim, num_feat, 3, 1, 1), nn.LeakyReLU(inplace=True))
         self.upsample = _pixelshuffle_upsample(scale, num_feat)
         self.conv_last = nn.Conv2d(num_feat, 3, 3, 1, 1)
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._register_load_state_dict_pre_hook(_drop_derived_buffers)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def _mask_for(self, x_size: tuple[int, int], device: torch.device) -> torch.Tensor:
         key = (tuple(x_size), device)

@@ -251,6 +251,18 @@ class _PatchEmbedNorm(nn.Module):
         return self.norm(x) if self.norm is not None else x
 
 
+def init_transformer_weights(m: nn.Module) -> None:
+    """The release's initialisation (applied to every module): truncated-normal linear weights, zero
+    biases, unit LayerNorms. HAT uses it too."""
+    if isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
 class SwinIR(nn.Module):
     """SwinIR for SR, RGB [0,1]. (B,3,h,w) -> (B,3,s*h,s*w), any h, w."""
 
@@ -314,18 +326,8 @@ class SwinIR(nn.Module):
             self.lrelu = nn.LeakyReLU(0.2, inplace=True)
         else:
             raise ValueError(f"unsupported SR upsampler {upsampler!r}")
-        self.apply(self._init_weights)
+        self.apply(init_transformer_weights)
         self._register_load_state_dict_pre_hook(_drop_derived_buffers)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x_size = (x.shape[2], x.shape[3])
