@@ -283,7 +283,7 @@ def _check_saliency_model(method: str, src: SaliencySource, model: nn.Module, im
         s = min(64, lr.shape[0], lr.shape[1])
         r, c = (lr.shape[0] - s) // 2, (lr.shape[1] - s) // 2
         lr, hr = lr[r : r + s, c : c + s], hr[r * scale : (r + s) * scale, c * scale : (c + s) * scale]
-        x = torch.from_numpy(np.ascontiguousarray(lr)).permute(2, 0, 1)[None].float() / 255
+        x = torch.from_numpy(lr.copy()).permute(2, 0, 1)[None].float() / 255
         device = next(model.parameters()).device
         with torch.no_grad():
             sr = model(x.to(device)).clamp(0, 1).cpu()
