@@ -204,3 +204,17 @@ def test_the_tail_crop_still_serves_networks_that_look_at_the_whole_image():
     assert cut.params["crop"] is None and cut.params["tail_crop"] is not None
     a, b = whole.attribution.double(), cut.attribution.double()
     assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_the_tail_crop_on_a_padding_network_reaches_into_its_padded_grid():
+    """SwinIR pads to its window size at the bottom/right; its tail boxes lie on that padded grid, so
+    a window in the image's bottom-right corner still gets the whole network's map."""
+    net = tiny("swinir", img_size=16, embed_dim=12, depths=(1,), num_heads=(2,), window_size=4, num_feat=8, drop_path_rate=0.0)
+    x = _probe(23, seed=4)[0, :, :21, :]  # 21×23 LR: padded to 24×24
+    win = (46 - 10, 42 - 10, 8)  # ends 2 SR px (1 LR px) before the image's corner
+    whole = lam(net, x, win, steps=3, tail_crop=False)
+    cut = lam(net, x, win, steps=3)
+    ((x0, y0, x1, y1),) = cut.params["tail_crop"]
+    assert x1 > 23 and y1 > 21  # the box runs into the padding
+    a, b = whole.attribution.double(), cut.attribution.double()
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())

@@ -114,16 +114,16 @@ class TailCrop:
     upsampling tail only on each window's LR box of the body's grid (:mod:`attrsr.attribution.reach`).
 
     ``windows`` are in the input's SR coordinates; :attr:`windows` gives each in its own box's
-    coordinates (what its objective must read). The boxes are fixed by the first batch's body grid
-    (networks that pad do so at the bottom/right, so the grid only grows past the image).
-    ``example``: an input of the path's shape (1,C,h,w), to find the body's grid.
+    coordinates (what its objective must read). The boxes are clipped to the body's grid, found from
+    ``example`` (an input of the path's shape, (1,C,h,w)): networks that pad do so at the bottom/right,
+    so that grid may extend past the image, and a box may use the padded features the whole network sees.
     """
 
     def __init__(self, body_fn, tail_fn, windows: Sequence[Window], scale: int, radius: int, margin: int,
                  example: torch.Tensor) -> None:
         from attrsr.attribution.reach import crop_box
 
-        self.body_fn, self.tail_fn, self.scale = body_fn, tail_fn, scale
+        self.body_fn, self.tail_fn = body_fn, tail_fn
         with torch.no_grad():  # the body's grid: larger than the input where the network pads
             grid = tuple(body_fn(example)[0].shape[-2:])
         self.boxes = [crop_box(w, scale, radius, grid, margin) for w in windows]
@@ -137,7 +137,6 @@ class TailCrop:
 def _tail_crop(model: nn.Module, tail_crop: Any, scale: int) -> int | None:
     """The tail reach to crop with (None: run the whole network), see :func:`lam`'s ``tail_crop``."""
     from attrsr.attribution.reach import tail_reach_of
-    from attrsr.models.registry import body_and_tail
 
     if isinstance(tail_crop, bool):
         return tail_reach_of(model, scale).radius if tail_crop else None
