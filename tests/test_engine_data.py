@@ -45,6 +45,23 @@ def test_cache_holds_the_dataset_pairs_and_is_reused(cache, images, monkeypatch)
     assert again.root == images.root
 
 
+def test_the_cache_key_follows_the_files_not_how_their_folder_is_spelled(tmp_path):
+    from skimage import data as skdata
+
+    from attrsr.data.cache import cache_key
+    from attrsr.images import save_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    for name in ("astronaut", "coffee"):
+        save_image(torch.from_numpy(getattr(skdata, name)()[:96, :96].copy()).permute(2, 0, 1).float() / 255, folder / f"{name}.png")
+    key = cache_key(open_dataset(str(folder), 2))
+    assert cache_key(open_dataset(str(tmp_path / "elsewhere" / ".." / "photos"), 2)) == key
+    save_image(torch.zeros(3, 96, 96), folder / "coffee.png")  # other content: another key
+    assert cache_key(open_dataset(str(folder), 2)) != key
+
+
 def test_patches_are_aligned_under_every_symmetry(images):
     """HR patch covers exactly the LR patch: bicubic-downsampling the (augmented) HR patch gives the
     (augmented) LR patch in its interior, for all 8 flips/transpositions."""

@@ -38,10 +38,12 @@ def default_cache_root() -> Path:
 
 
 def cache_key(ds: SRDataset) -> str:
-    """Hash of what the decoded arrays depend on: sources, their sizes/mtimes, scale, LR source."""
+    """Hash of what the decoded arrays depend on: sources, their sizes/mtimes, scale, LR source.
+    Paths enter resolved, so one folder spelled two ways (``../shared/data`` or its absolute path)
+    shares one cache."""
     items = []
     for e in ds.entries:
-        row = [e.name, str(e.hr)]
+        row = [e.name]
         for p in (e.hr, e.lr):
             if isinstance(p, Path):
                 st = p.stat()
