@@ -59,3 +59,17 @@ def train_cmd(out: Path, sets: list[str], *extra: str) -> list[str]:
     for s in sets:
         args += ["--set", s]
     return args + list(extra)
+
+
+def cli_train(out: Path, cache: Path, *sets: str):
+    """``attrsr train`` of the tiny recipe in-process (CliRunner): 2 iterations of 2 unaugmented 24-px
+    patches, no validation; ``sets`` are further ``--set`` overrides (later ones win)."""
+    from typer.testing import CliRunner
+
+    from attrsr.cli import app
+
+    args = ["train", str(REPO / "configs" / "tiny-cpu.yaml"), "--out", str(out), "--no-progress"]
+    for s in (f"data.cache_dir={cache}", "val.data=[]", "train.threads=1", "data.flip=false", "data.rot90=false",
+              "data.batch_size=2", "data.patch_size=24", "train.iterations=2", *sets):
+        args += ["--set", s]
+    return CliRunner().invoke(app, args)

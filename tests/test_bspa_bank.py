@@ -106,8 +106,21 @@ def _fake_run(folder, seed, noise=0.0, scale=2):
     save_file(state, str(folder / "model.safetensors"))
 
 
-def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
+def sub_image_psnr(model, folder, bank, j: int) -> float:
+    """Y-PSNR of ``model`` on the bank's sub-image ``j`` (16-px LR, ×2), recomputed from the PNG
+    without the report's code: MATLAB-bicubic LR rounded to 8 bits, border 2."""
     from attrsr.metrics import psnr
+    from attrsr.resize import imresize
+
+    hr = torch.from_numpy(read_image(folder / f"{bank.names[j]}.png")).permute(2, 0, 1).float() / 255
+    lr = (imresize(hr, 0.5).clamp(0, 1) * 255).round() / 255
+    t, l = int(bank.top[j]), int(bank.left[j])
+    with torch.no_grad():
+        sr = model(lr[None, :, t : t + 16, l : l + 16])[0].clamp(0, 1)
+    return psnr(sr, hr[:, 2 * t : 2 * t + 32, 2 * l : 2 * l + 32], crop_border=2)
+
+
+def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
     from attrsr.models.pretrained import load_default
 
     assert _bank(["--data", str(folder), "--k", "3", "--factor", "2", "--out", str(tmp_path / "bank")], tmp_path).exit_code == 0
@@ -133,16 +146,7 @@ def test_runs_report_per_class_psnr_and_mse_shares(folder, tmp_path):
     model = load_default(2)
     rows = {(r["variant"], r["class"]): r for r in rep["per_class"]}
     for c in range(3):
-        values = []
-        for j in np.flatnonzero(bank.classes.classes == c):
-            hr = torch.from_numpy(read_image(folder / f"{bank.names[j]}.png")).permute(2, 0, 1).float() / 255
-            from attrsr.resize import imresize
-
-            lr = (imresize(hr, 0.5).clamp(0, 1) * 255).round() / 255
-            t, l = int(bank.top[j]), int(bank.left[j])
-            with torch.no_grad():
-                sr = model(lr[None, :, t : t + 16, l : l + 16])[0].clamp(0, 1)
-            values.append(psnr(sr, hr[:, 2 * t : 2 * t + 32, 2 * l : 2 * l + 32], crop_border=2))
+        values = [sub_image_psnr(model, folder, bank, j) for j in np.flatnonzero(bank.classes.classes == c)]
         pooled = 10 * np.log10(1 / np.mean(10 ** (-np.array(values) / 10)))  # the class's squared errors pooled
         assert rows[("uniform", c)]["psnr_y"] == pytest.approx(pooled, abs=1e-6)
         assert rows[("uniform", c)]["std"] == 0.0 and rows[("uniform", c)]["n"] == bank.classes.sizes[c]

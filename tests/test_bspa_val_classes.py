@@ -17,7 +17,7 @@ from attrsr.data.longtail import classes_by_thresholds, long_tail_classes
 from attrsr.errors import AttrsrError
 from attrsr.images import read_image, save_image
 from conftest import one_line_error
-from test_bspa_bank import _bank, _fake_run, folder  # noqa: F401  (folder: the train images fixture)
+from test_bspa_bank import _bank, _fake_run, folder, sub_image_psnr  # noqa: F401  (folder: the train images fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -149,9 +149,7 @@ def test_report_puts_train_and_val_classes_side_by_side(folder, val_folder, tmp_
     from matplotlib.image import imread
 
     from attrsr.data.bank import pooled_psnr
-    from attrsr.metrics import psnr
     from attrsr.models.pretrained import load_default
-    from attrsr.resize import imresize
 
     env = {"ATTRSR_CACHE": str(tmp_path / "cache")}
     assert _bank(["--data", str(folder), "--k", "3", "--factor", "2", "--out", str(tmp_path / "train")], tmp_path).exit_code == 0
@@ -180,14 +178,7 @@ def test_report_puts_train_and_val_classes_side_by_side(folder, val_folder, tmp_
         if not len(members):
             assert rows[("uniform", c)]["psnr_y"] is None
             continue
-        values = []
-        for j in members:  # the val class's Y-PSNR recomputed directly for the scorer run
-            hr = torch.from_numpy(read_image(val_folder / f"{val.names[j]}.png")).permute(2, 0, 1).float() / 255
-            lr = (imresize(hr, 0.5).clamp(0, 1) * 255).round() / 255
-            t, l = int(val.top[j]), int(val.left[j])
-            with torch.no_grad():
-                sr = model(lr[None, :, t : t + 16, l : l + 16])[0].clamp(0, 1)
-            values.append(psnr(sr, hr[:, 2 * t : 2 * t + 32, 2 * l : 2 * l + 32], crop_border=2))
+        values = [sub_image_psnr(model, val_folder, val, j) for j in members]  # recomputed for the scorer run
         assert rows[("uniform", c)]["psnr_y"] == pytest.approx(pooled_psnr(values), abs=1e-6)
         assert rows[("noisy", c)]["delta"] < 0 and len(rows[("noisy", c)]["ci95"]) == 2
     csv_rows = (tmp_path / "rep" / "per_class.csv").read_text().splitlines()

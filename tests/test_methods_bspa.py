@@ -209,7 +209,7 @@ def test_val_bank_rows_score_the_held_aside_classes(tmp_path, cache):
         assert rows[f"bspa-val-class{c}"]["psnr_y"] == pytest.approx(expected, abs=1e-4)
 
     other = _edit_bank(tmp_path / "val", tmp_path / "other", {"thresholds": [t * 2 for t in train.classes.thresholds]})
-    for params, msg in [({"bank": str(tmp_path / "bank"), "val_bank": str(other)}, "not sorted by the training bank's thresholds"),
+    for params, msg in [({"bank": str(tmp_path / "bank"), "val_bank": str(other)}, "not sorted by the thresholds of the training bank"),
                         ({"bank": str(tmp_path / "val")}, f"a held-aside bank (classes from {tmp_path / 'bank'}'s thresholds) cannot be trained on")]:
         with pytest.raises(AttrsrError, match=re.escape(msg)):
             run(tiny_config(cache, "train.iterations=1", _bspa(alternate=False, k=None, **params)), tmp_path / "refused")

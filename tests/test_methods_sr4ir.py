@@ -14,7 +14,7 @@ import torch
 from attrsr.errors import AttrsrError
 from conftest import DATA, need
 from sr4ir_trace import EXPECTED_UPDATES, trace_updates
-from engine_helpers import REPO, run, same_weights, tiny_config, weights
+from engine_helpers import REPO, cli_train, run, same_weights, tiny_config, weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -252,38 +252,26 @@ def _camvid_copy(root, bad_id=None):
     return root / "train", root / "trainannot" / names[1]
 
 
-def _cli_train(out, cache, *sets):
-    from typer.testing import CliRunner
-
-    from attrsr.cli import app
-
-    args = ["train", str(REPO / "configs" / "tiny-cpu.yaml"), "--out", str(out), "--no-progress"]
-    for s in (f"data.cache_dir={cache}", "val.data=[]", "train.threads=1", "data.flip=false", "data.rot90=false",
-              "data.batch_size=2", "data.patch_size=24", "train.iterations=2", *sets):
-        args += ["--set", s]
-    return CliRunner().invoke(app, args)
-
-
 def test_a_label_id_outside_the_classes_is_one_error_before_training(tmp_path):
     from conftest import one_line_error
 
     train, bad = _camvid_copy(tmp_path / "camvid", bad_id=12)
-    res = _cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task_width: 8}]")
+    res = cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task_width: 8}]")
     line = one_line_error(res, str(bad), "class id(s) 12", "outside 0..10", "void id 11")
     assert "fix the label file" in line and not (tmp_path / "run").exists()
     # the void id itself is fine, and so is a smaller class count's void id
     train_ok, _ = _camvid_copy(tmp_path / "ok", bad_id=11)
-    assert _cli_train(tmp_path / "run2", tmp_path / "cache", f"data.train={train_ok}", "methods=[{name: sr4ir, task_width: 8, aspp_channels: 8}]").exit_code == 0
+    assert cli_train(tmp_path / "run2", tmp_path / "cache", f"data.train={train_ok}", "methods=[{name: sr4ir, task_width: 8, aspp_channels: 8}]").exit_code == 0
 
 
 def test_an_unknown_feature_level_is_one_error_before_anything_runs(tmp_path):
     from conftest import one_line_error
 
     train, _ = _camvid_copy(tmp_path / "camvid")
-    res = _cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, tdp: {fpn3: 0.5}}]")
+    res = cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, tdp: {fpn3: 0.5}}]")
     one_line_error(res, "fpn3", "no feature level", "backbone")
     assert not (tmp_path / "run").exists()
-    res = _cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task: classification, tdp: {backbone: 1}}]")
+    res = cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task: classification, tdp: {backbone: 1}}]")
     one_line_error(res, "backbone", "classification network has no feature level", "layer4")
 
 

@@ -12,7 +12,7 @@ import torch
 
 from attrsr.errors import AttrsrError
 from conftest import DATA, need, one_line_error
-from engine_helpers import REPO, run, tiny_config
+from engine_helpers import cli_train, run, tiny_config
 from sr4ir_trace import EXPECTED_UPDATES, trace_updates
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -266,32 +266,20 @@ def _coco_copy(root, bad_box=False, n=4):
     return root / "train2017", bad
 
 
-def _cli_train(out, cache, *sets):
-    from typer.testing import CliRunner
-
-    from attrsr.cli import app
-
-    args = ["train", str(REPO / "configs" / "tiny-cpu.yaml"), "--out", str(out), "--no-progress"]
-    for s in (f"data.cache_dir={cache}", "val.data=[]", "train.threads=1", "data.flip=false", "data.rot90=false",
-              "data.batch_size=2", "data.patch_size=24", "train.iterations=1", *sets):
-        args += ["--set", s]
-    return CliRunner().invoke(app, args)
-
-
 def test_a_box_outside_its_image_is_one_error_before_training(tmp_path):
     train, bad = _coco_copy(tmp_path / "coco", bad_box=True)
-    res = _cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task: detection, task_width: 8, fpn_channels: 8}]")
+    res = cli_train(tmp_path / "run", tmp_path / "cache", "train.iterations=1", f"data.train={train}", "methods=[{name: sr4ir, task: detection, task_width: 8, fpn_channels: 8}]")
     one_line_error(res, "instances_train2017.json", f"annotation {bad['id']}", "outside its image", "fix or drop that annotation")
     assert not (tmp_path / "run").exists()
     # the same copy with the box inside its image trains
     train_ok, _ = _coco_copy(tmp_path / "ok")
-    ok = _cli_train(tmp_path / "run2", tmp_path / "cache", f"data.train={train_ok}", "methods=[{name: sr4ir, task: detection, task_width: 8, fpn_channels: 8, val: ''}]")
+    ok = cli_train(tmp_path / "run2", tmp_path / "cache", "train.iterations=1", f"data.train={train_ok}", "methods=[{name: sr4ir, task: detection, task_width: 8, fpn_channels: 8, val: ''}]")
     assert ok.exit_code == 0, ok.output
 
 
 def test_an_unknown_detection_feature_level_is_one_error_before_anything_runs(tmp_path):
     train, _ = _coco_copy(tmp_path / "coco")
-    res = _cli_train(tmp_path / "run", tmp_path / "cache", f"data.train={train}", "methods=[{name: sr4ir, task: detection, tdp: {backbone: 1}}]")
+    res = cli_train(tmp_path / "run", tmp_path / "cache", "train.iterations=1", f"data.train={train}", "methods=[{name: sr4ir, task: detection, tdp: {backbone: 1}}]")
     one_line_error(res, "backbone", "detection network has no feature level", "p2, p3, p4, p5")
     assert not (tmp_path / "run").exists()
 

@@ -197,10 +197,7 @@ def report_command(
         raise AttrsrError(f"--bank {bank_dir}: a held-aside bank; give the training bank as --bank and this one as --val-bank")
     val_bank = read_bank(val_bank_dir) if val_bank_dir is not None else None
     if val_bank is not None:
-        same = (val_bank.scale, val_bank.size, val_bank.step, val_bank.classes.k) == (bank.scale, bank.size, bank.step, bank.classes.k)
-        if not val_bank.held_aside or not same or list(val_bank.classes.thresholds) != list(bank.classes.thresholds):
-            raise AttrsrError(f"--val-bank {val_bank_dir}: not sorted by the thresholds of --bank {bank_dir}; build it with "
-                              f"attrsr bspa bank --data … --thresholds-from {bank_dir}")
+        val_bank.check_sorted_by(bank, where=f"--val-bank {val_bank_dir}", train_label=f"--bank {bank_dir}", train_path=str(bank_dir))
     folders = _find_runs(runs)
     spec = _bank_data(bank, bank_dir, data, "--data")
     vspec = _bank_data(val_bank, val_bank_dir, val_data, "--val-data") if val_bank is not None else None

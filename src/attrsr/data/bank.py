@@ -83,6 +83,14 @@ class SubImageBank:
             raise AttrsrError(f"{where}: the bank's imbalance factor is {self.classes.factor:g}, the recipe asks {factor:g}; "
                               "drop factor from the recipe or rebuild the bank with --factor")
 
+    def check_sorted_by(self, train: SubImageBank, *, where: str, train_label: str, train_path: str) -> None:
+        """One error unless this is a held-aside bank sorted by ``train``'s thresholds (same scale,
+        sub-image geometry and K): only then do its classes mean the training classes."""
+        same = (self.scale, self.size, self.step, self.classes.k) == (train.scale, train.size, train.step, train.classes.k)
+        if not self.held_aside or not same or list(self.classes.thresholds) != list(train.classes.thresholds):
+            raise AttrsrError(f"{where}: not sorted by the thresholds of {train_label}; build it with "
+                              f"attrsr bspa bank --data … --thresholds-from {train_path}")
+
     def image_indices(self, names: Sequence[str], lr_sizes: Sequence[tuple[int, int]], where: str = "bank") -> np.ndarray:
         """Each row's index into a training set's images (``names``, LR ``(h, w)``); one error when a
         row names an image the set lacks or a sub-image runs off its image."""

@@ -129,10 +129,7 @@ class BSPA(Method):
         p, ctx = self.params, self.ctx
         where = f"bspa val_bank {p.val_bank}"
         val = read_bank(p.val_bank)
-        same = (val.scale, val.size, val.step, val.classes.k) == (train.scale, train.size, train.step, train.classes.k)
-        if not val.held_aside or not same or list(val.classes.thresholds) != list(train.classes.thresholds):
-            raise AttrsrError(f"{where}: not sorted by the training bank's thresholds; build it with attrsr bspa bank --data … "
-                              f"--thresholds-from {p.bank or ctx.out}")
+        val.check_sorted_by(train, where=where, train_label="the training bank", train_path=str(p.bank or ctx.out))
         if not val.meta.get("data"):
             raise AttrsrError(f"{where}: classes.json does not say which images it was built on; rebuild it")
         # every rank opens the cache (a concurrent build is resolved by an atomic rename)
