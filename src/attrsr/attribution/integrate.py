@@ -117,6 +117,7 @@ class TailCrop:
     coordinates (what its objective must read). The boxes are clipped to the body's grid, found from
     ``example`` (an input of the path's shape, (1,C,h,w)): networks that pad do so at the bottom/right,
     so that grid may extend past the image, and a box may use the padded features the whole network sees.
+    :attr:`example_outputs` are ``example``'s outputs (the path's baseline), from that same body pass.
     """
 
     def __init__(self, body_fn, tail_fn, windows: Sequence[Window], scale: int, radius: int, margin: int,
@@ -125,13 +126,17 @@ class TailCrop:
 
         self.body_fn, self.tail_fn = body_fn, tail_fn
         with torch.no_grad():  # the body's grid: larger than the input where the network pads
-            grid = tuple(body_fn(example)[0].shape[-2:])
-        self.boxes = [crop_box(w, scale, radius, grid, margin) for w in windows]
+            body = body_fn(example)
+            grid = tuple(body[0].shape[-2:])
+            self.boxes = [crop_box(w, scale, radius, grid, margin) for w in windows]
+            self.example_outputs = self._tails(body)  # the example's outputs, from the same body pass
         self.windows = [Window(w.x - b[0] * scale, w.y - b[1] * scale, w.size) for w, b in zip(windows, self.boxes)]
 
-    def __call__(self, inp: torch.Tensor) -> list[torch.Tensor]:
-        body = self.body_fn(inp)
+    def _tails(self, body: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
         return [self.tail_fn(tuple(t[..., y0:y1, x0:x1] for t in body)) for x0, y0, x1, y1 in self.boxes]
+
+    def __call__(self, inp: torch.Tensor) -> list[torch.Tensor]:
+        return self._tails(self.body_fn(inp))
 
 
 def _tail_crop(model: nn.Module, tail_crop: Any, scale: int) -> int | None:
@@ -194,7 +199,7 @@ def _run_path_method(
         params = {**params, "chunk": chunk, "crop": list(box) if box is not None else None,
                   "tail_crop": [list(b) for b in outputs.boxes] if outputs is not None else None}
         with torch.no_grad():
-            outs = outputs(base) if outputs is not None else [model(base)] * len(objs)
+            outs = outputs.example_outputs if outputs is not None else [model(base)] * len(objs)
             v_base = [float(obj(out).double()) for obj, out in zip(objs, outs)]
         pairs = path_attribution(model, path, objs, chunk=chunk, memory_format=fmt, outputs=outputs)
     results = []
