@@ -218,3 +218,22 @@ def test_the_tail_crop_on_a_padding_network_reaches_into_its_padded_grid():
     assert x1 > 23 and y1 > 21  # the box runs into the padding
     a, b = whole.attribution.double(), cut.attribution.double()
     assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+
+
+def test_the_tail_crop_on_published_pan_weights_and_a_lam_image():
+    """The benchmark's case on real data: PAN ×4 (PANx4_DF2K.pth) on LAM test image 1 → 64×64 LR."""
+    from attrsr.images import load_image, modcrop
+    from attrsr.resize import downsample
+    from conftest import DATA, need
+
+    weights = need(DATA / "weights" / "pan" / "PANx4_DF2K.pth")
+    hr = modcrop(load_image(need(DATA / "benchmarks" / "LAM_test_images" / "1.png")), 4)
+    net = attrsr.models.load("pan", weights=weights, scale=4)
+    lr = downsample(hr[None], 4)[0]
+    whole = lam(net, lr, (110, 150, 16), steps=4, tail_crop=False)
+    cut = lam(net, lr, (110, 150, 16), steps=4)
+    ((x0, y0, x1, y1),) = cut.params["tail_crop"]
+    assert (x1 - x0) * (y1 - y0) <= 17 * 17  # 5 LR px (window + the detector's 1-px margin) + 2 × (reach 2 + margin 4)
+    a, b = whole.attribution.double(), cut.attribution.double()
+    assert float((a - b).abs().max()) <= 1e-5 * float(a.abs().max())
+    assert abs(whole.di - cut.di) < 1e-4
